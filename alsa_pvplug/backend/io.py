@@ -1,0 +1,258 @@
+"""Where the backend's audio goes and comes from: sinks and sources.
+
+A spec string picks one (``pvplug backend --sink wav:DIR --source sine:440``):
+
+- sinks: ``null``, ``wav:DIR`` (one file per OPEN), ``alsa:DEVICE``;
+- sources: ``null`` (silence), ``wav:FILE``, ``sine:FREQ``, ``alsa:DEVICE``.
+
+Each OPEN gets its own instance through ``open(info, label)``; an instance
+that cannot take the stream's format raises ConfigError, which the backend
+answers with -EINVAL.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..protocol.sndif import PcmFormat
+from .wavfile import WavInfo, WavWriter, read_wav, wav_supports
+
+logger = logging.getLogger(__name__)
+
+
+class SinkInstance(Protocol):
+    def write(self, data: bytes | memoryview) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class SourceInstance(Protocol):
+    def read(self, nbytes: int) -> bytes: ...
+    def close(self) -> None: ...
+
+
+def silence_byte(fmt: PcmFormat) -> int:
+    return 0x80 if fmt == PcmFormat.U8 else 0
+
+
+class NullSink:
+    def open(self, info: WavInfo, label: str) -> "NullSink":
+        return self
+
+    def write(self, data: bytes | memoryview) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class WavDirSink:
+    """One WAV file per OPEN: ``DIR/<label>-<n>.wav``."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        self._seq = 0
+
+    def open(self, info: WavInfo, label: str) -> WavWriter:
+        if not wav_supports(info.format):
+            raise ConfigError(f"wav sink cannot store {info.format.name}", key="format")
+        while True:  # never overwrite: a restarted backend keeps the old files
+            self._seq += 1
+            path = os.path.join(self.directory, f"{label}-{self._seq:04d}.wav")
+            if not os.path.exists(path):
+                return WavWriter(path, info)
+
+
+class SilenceSource:
+    def open(self, info: WavInfo, label: str) -> "_ConstSource":
+        return _ConstSource(silence_byte(info.format))
+
+
+class _ConstSource:
+    def __init__(self, byte: int) -> None:
+        self._byte = byte
+
+    def read(self, nbytes: int) -> bytes:
+        return bytes([self._byte]) * nbytes
+
+    def close(self) -> None:
+        pass
+
+
+class WavFileSource:
+    """Plays a WAV file once, then silence.  Its format must match the OPEN."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.info, self.data = read_wav(path)
+
+    def open(self, info: WavInfo, label: str) -> "_BytesSource":
+        if info != self.info:
+            raise ConfigError(
+                f"wav source {self.path} is {self.info.format.name}/{self.info.channels}ch/"
+                f"{self.info.rate}Hz, the stream opened {info.format.name}/{info.channels}ch/"
+                f"{info.rate}Hz", key="source")
+        return _BytesSource(self.data, silence_byte(info.format))
+
+
+class _BytesSource:
+    def __init__(self, data: bytes, fill: int) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+        self._fill = fill
+
+    def read(self, nbytes: int) -> bytes:
+        chunk = bytes(self._data[self._pos:self._pos + nbytes])
+        self._pos += len(chunk)
+        return chunk + bytes([self._fill]) * (nbytes - len(chunk))
+
+    def close(self) -> None:
+        pass
+
+
+# format -> (numpy dtype, full-scale amplitude, offset)
+_SINE_FORMATS: dict[PcmFormat, tuple[str, float, float]] = {
+    PcmFormat.U8: ("u1", 127.0, 128.0),
+    PcmFormat.S8: ("i1", 127.0, 0.0),
+    PcmFormat.S16_LE: ("<i2", 32767.0, 0.0),
+    PcmFormat.S24_LE: ("<i4", 8388607.0, 0.0),
+    PcmFormat.S32_LE: ("<i4", 2147483647.0, 0.0),
+    PcmFormat.FLOAT_LE: ("<f4", 1.0, 0.0),
+    PcmFormat.FLOAT64_LE: ("<f8", 1.0, 0.0),
+}
+
+
+class SineSource:
+    def __init__(self, freq: float, amplitude: float = 0.5) -> None:
+        self.freq = freq
+        self.amplitude = amplitude
+
+    def open(self, info: WavInfo, label: str) -> "_SineInstance":
+        if info.format not in _SINE_FORMATS:
+            raise ConfigError(f"sine source cannot produce {info.format.name}", key="format")
+        return _SineInstance(self, info)
+
+
+class _SineInstance:
+    def __init__(self, spec: SineSource, info: WavInfo) -> None:
+        self.spec, self.info = spec, info
+        self._frame = 0
+
+    def read(self, nbytes: int) -> bytes:
+        frames = nbytes // self.info.frame_bytes
+        dtype, scale, offset = _SINE_FORMATS[self.info.format]
+        t = (np.arange(frames) + self._frame) / self.info.rate
+        wave = self.spec.amplitude * np.sin(2 * math.pi * self.spec.freq * t)
+        samples = np.round(wave * scale + offset) if dtype[-2] != "f" else wave
+        block = np.repeat(samples.astype(dtype)[:, None], self.info.channels, axis=1)
+        self._frame += frames
+        return block.tobytes()
+
+    def close(self) -> None:
+        pass
+
+
+def _alsa_format(fmt: PcmFormat) -> int:
+    import alsaaudio
+
+    name = {PcmFormat.FLOAT_LE: "FLOAT_LE", PcmFormat.FLOAT_BE: "FLOAT_BE",
+            PcmFormat.FLOAT64_LE: "FLOAT64_LE", PcmFormat.FLOAT64_BE: "FLOAT64_BE"}.get(
+        fmt, fmt.name)
+    value = getattr(alsaaudio, f"PCM_FORMAT_{name}", None)
+    if value is None:
+        raise ConfigError(f"pyalsaaudio has no format {fmt.name}", key="format")
+    return int(value)
+
+
+class AlsaSink:
+    """A real ALSA device through pyalsaaudio, non-blocking (the loop paces)."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+
+    def open(self, info: WavInfo, label: str) -> "_AlsaInstance":
+        import alsaaudio
+
+        pcm = alsaaudio.PCM(alsaaudio.PCM_PLAYBACK, alsaaudio.PCM_NONBLOCK, device=self.device,
+                            channels=info.channels, rate=info.rate,
+                            format=_alsa_format(info.format), periodsize=max(64, info.rate // 100))
+        return _AlsaInstance(pcm, info)
+
+
+class AlsaSource:
+    def __init__(self, device: str) -> None:
+        self.device = device
+
+    def open(self, info: WavInfo, label: str) -> "_AlsaInstance":
+        import alsaaudio
+
+        pcm = alsaaudio.PCM(alsaaudio.PCM_CAPTURE, alsaaudio.PCM_NONBLOCK, device=self.device,
+                            channels=info.channels, rate=info.rate,
+                            format=_alsa_format(info.format), periodsize=max(64, info.rate // 100))
+        return _AlsaInstance(pcm, info)
+
+
+class _AlsaInstance:
+    def __init__(self, pcm: object, info: WavInfo) -> None:
+        self.pcm, self.info = pcm, info
+        self.dropped = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        written = self.pcm.write(bytes(data))  # type: ignore[attr-defined]
+        frames = len(data) // self.info.frame_bytes
+        if written < frames:  # device full or xrun: the clock is ours, not the device's
+            self.dropped += frames - max(written, 0)
+
+    def read(self, nbytes: int) -> bytes:
+        got = bytearray()
+        while len(got) < nbytes:
+            n, data = self.pcm.read()  # type: ignore[attr-defined]
+            if n <= 0:
+                break
+            got += data
+        fill = silence_byte(self.info.format)
+        return bytes(got[:nbytes]) + bytes([fill]) * max(0, nbytes - len(got))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.pcm.close()  # type: ignore[attr-defined]
+
+
+def parse_sink(spec: str) -> NullSink | WavDirSink | AlsaSink:
+    kind, _, arg = spec.partition(":")
+    if kind == "null":
+        return NullSink()
+    if kind == "wav" and arg:
+        return WavDirSink(arg)
+    if kind == "alsa" and arg:
+        return AlsaSink(arg)
+    raise ConfigError(f"bad sink {spec!r}: use null, wav:DIR or alsa:DEVICE", key="sink", value=spec)
+
+
+def parse_source(spec: str) -> SilenceSource | WavFileSource | SineSource | AlsaSource:
+    kind, _, arg = spec.partition(":")
+    if kind == "null":
+        return SilenceSource()
+    if kind == "wav" and arg:
+        return WavFileSource(arg)
+    if kind == "sine":
+        try:
+            return SineSource(float(arg or 440))
+        except ValueError:
+            pass
+    if kind == "alsa" and arg:
+        return AlsaSource(arg)
+    raise ConfigError(f"bad source {spec!r}: use null, wav:FILE, sine:FREQ or alsa:DEVICE",
+                      key="source", value=spec)

@@ -1,0 +1,702 @@
+"""The reference backend (dom0 side): serves vsnd devices to guests.
+
+Rule 1: never trust the guest.  Every request is validated (operation order,
+offsets inside the buffer, format/rate/channels inside the card config,
+directory chains, geometry) and answered with an error status; a broken ring
+stops that stream only.  Guest memory is touched only through mappings of
+the grants it gave, at offsets checked against the mapping size.
+Rule 2: the shared buffer is the ring, as on hardware.  WRITE(offset, len)
+declares [offset, offset+len) valid up to that point; the clock-paced
+consumer copies from the ring when it plays, so the guest may rewrite
+anything not yet played (a WRITE behind the end truncates to it).  Capture
+writes into the ring as it records; READ only confirms that the range holds
+recorded data.
+Rule 3: one thread, one selector loop; every stream has a deadline for its
+next pacing step, and nothing in the loop blocks.
+
+Positions: CUR_POS carries octets played (captured) since OPEN or the last
+STOP, sent at every ``period_sz`` boundary (or every ``pos_frames`` frames),
+and once more when playback runs dry, so a drain can see its last frame.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import selectors
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import ConfigError, PvSndError, RemoteProtocolError, XenError
+from ..protocol import sndif
+from ..protocol.config import CardConfig, StreamConfig, parse_card_config
+from ..protocol.ring import BackRing, EventRingBack
+from ..protocol.sndif import (
+    CloseReq,
+    CurPosEvt,
+    HwParamQuery,
+    HwParams,
+    Op,
+    OpenReq,
+    PcmFormat,
+    Resp,
+    RwReq,
+    Trigger,
+    TriggerReq,
+    UnknownReq,
+)
+from ..protocol.xenbus import XenbusState, parse_state
+from ..transport.base import EventChannel, GrantMapper, SharedPages, Transport
+from ..transport.memory import NativeIndexOps
+from .wavfile import WavInfo
+
+logger = logging.getLogger(__name__)
+
+# Refuse buffers beyond this even if the config allows more: bounds the grant
+# count and the directory chain a guest can make us walk.
+MAX_BUFFER_BYTES = 16 * 1024 * 1024
+
+
+class RequestFailed(Exception):
+    """Answer the current request with ``status`` (a negative errno)."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+
+
+@dataclass
+class BackendOptions:
+    paced: bool = True            # False: consume/produce as fast as possible
+    pos_frames: int | None = None  # finer CUR_POS cadence than one period
+
+
+class BackendStream:
+    """One stream of a connected device."""
+
+    def __init__(self, device: "VsndDevice", cfg: StreamConfig) -> None:
+        self.dev = device
+        self.cfg = cfg
+        self.label = f"dom{device.fe_domid}-vsnd{device.devid}-{cfg.pcm_index}-{cfg.stream_index}"
+        self.ring: BackRing | None = None
+        self.evt: EventRingBack | None = None
+        self.ring_page: SharedPages | None = None
+        self.evt_page: SharedPages | None = None
+        self.req_port = -1
+        self.evt_port = -1
+        self.broken: str | None = None
+        self.pending: deque[Any] = deque()  # requests not yet answered, in order
+        self.evt_id = 0  # per stream, never reset by OPEN (as snd_be)
+        self._reset_open_state()
+
+    def _reset_open_state(self) -> None:
+        self.opened = False
+        self.running = False
+        self.paused = False
+        self.buffer: SharedPages | None = None
+        self.dir_maps: list[SharedPages] = []
+        self.info: WavInfo | None = None
+        self.buffer_sz = 0
+        self.period_sz = 0
+        self.sink: Any = None
+        self.source: Any = None
+        self._reset_positions()
+
+    def _reset_positions(self) -> None:
+        self.written = 0   # playback: valid data end (octets since origin)
+        self.done = 0      # octets played (captured) since origin
+        self.read_pos = 0  # capture: octets confirmed by READ
+        self.anchor_t = 0.0
+        self.anchor_frames = 0
+        self.last_evt_pos: int | None = None
+        self.dry = False
+
+    # -- connection ----------------------------------------------------------
+    def connect(self, mapper: GrantMapper, evtchn: EventChannel, keys: dict[str, int]) -> None:
+        fe = self.dev.fe_domid
+        self.ring_page = mapper.map_domain_grant_refs(fe, [keys[sndif.FIELD_RING_REF]])
+        self.evt_page = mapper.map_domain_grant_refs(fe, [keys[sndif.FIELD_EVT_RING_REF]])
+        self.ring = BackRing(self.ring_page.buf, NativeIndexOps(self.ring_page.buf))
+        self.evt = EventRingBack(self.evt_page.buf, NativeIndexOps(self.evt_page.buf))
+        self.req_port = evtchn.bind_interdomain(fe, keys[sndif.FIELD_EVT_CHNL])
+        self.evt_port = evtchn.bind_interdomain(fe, keys[sndif.FIELD_EVT_EVT_CHNL])
+
+    def release(self, mapper: GrantMapper, evtchn: EventChannel) -> None:
+        self._close_stream()
+        for pages in (self.ring_page, self.evt_page):
+            if pages is not None:
+                _quietly(mapper.unmap, pages)
+        for port in (self.req_port, self.evt_port):
+            if port >= 0:
+                _quietly(evtchn.unbind, port)
+        self.ring_page = self.evt_page = None
+        self.ring = self.evt = None
+        self.req_port = self.evt_port = -1
+
+    # -- requests ------------------------------------------------------------
+    def on_request_notify(self, now: float) -> None:
+        if self.ring is None or self.broken:
+            return
+        try:
+            slots = self.ring.take_requests()
+        except RemoteProtocolError as exc:
+            # The ring itself is garbage: we cannot even answer.  Stop serving
+            # this stream; the device and its other streams carry on.
+            self.broken = str(exc)
+            logger.error("%s: %s; stream no longer served", self.label, exc)
+            return
+        for slot in slots:
+            self.pending.append(sndif.decode_request(slot))
+        self.process_pending(now)
+
+    def process_pending(self, now: float) -> None:
+        if self._processing:  # a handler's step() may land here: the loop goes on
+            return
+        self._processing = True
+        try:
+            self._process_pending(now)
+        finally:
+            self._processing = False
+
+    _processing = False
+
+    def _process_pending(self, now: float) -> None:
+        while self.pending and not self.broken:
+            req = self.pending[0]
+            try:
+                status, hw = self._handle(req, now)
+            except _NotYet:
+                return
+            except RequestFailed as exc:
+                logger.info("%s: request id %d refused: %s", self.label, req.id, exc)
+                status, hw = exc.status, None
+            self.pending.popleft()
+            op = req.operation if isinstance(req, (RwReq, UnknownReq)) else _OP_OF[type(req)]
+            self._respond(Resp(req.id, int(op), status, hw))
+
+    def _respond(self, resp: Resp) -> None:
+        assert self.ring is not None
+        try:
+            self.ring.put_response(sndif.encode_response(resp))
+        except PvSndError as exc:
+            self.broken = str(exc)
+            logger.error("%s: %s", self.label, exc)
+            return
+        if self.ring.push_responses():
+            self.dev.backend.notify(self.req_port)
+
+    def _handle(self, req: Any, now: float) -> tuple[int, HwParams | None]:
+        if isinstance(req, OpenReq):
+            self._open(req)
+        elif isinstance(req, CloseReq):
+            self._close_stream()
+        elif isinstance(req, RwReq):
+            if req.operation == Op.WRITE:
+                self._write(req, now)
+            elif req.operation == Op.READ:
+                self._read(req, now)
+            else:
+                raise RequestFailed(-errno.ENOTSUP, f"{Op(req.operation).name} not supported")
+        elif isinstance(req, TriggerReq):
+            self._trigger(req, now)
+        elif isinstance(req, HwParamQuery):
+            return 0, self._query(req.params)
+        else:
+            raise RequestFailed(-errno.ENOSYS, f"unknown operation {req.operation}")
+        return 0, None
+
+    def _need_open(self) -> None:
+        if not self.opened:
+            raise RequestFailed(-errno.EBADFD, "stream is not open")
+
+    def _open(self, req: OpenReq) -> None:
+        if self.opened:
+            raise RequestFailed(-errno.EBUSY, "OPEN while open (CLOSE first)")
+        cfg = self.cfg
+        try:
+            fmt = PcmFormat(req.pcm_format)
+        except ValueError:
+            raise RequestFailed(-errno.EINVAL, f"unknown format {req.pcm_format}") from None
+        if fmt not in cfg.formats:
+            raise RequestFailed(-errno.EINVAL, f"format {fmt.name} not in {cfg.formats}")
+        if req.pcm_rate not in cfg.rates:
+            raise RequestFailed(-errno.EINVAL, f"rate {req.pcm_rate} not in {cfg.rates}")
+        if not cfg.channels_min <= req.pcm_channels <= cfg.channels_max:
+            raise RequestFailed(-errno.EINVAL, f"{req.pcm_channels} channels outside "
+                                f"{cfg.channels_min}..{cfg.channels_max}")
+        fb = sndif.frame_bytes(fmt, req.pcm_channels)
+        limit = min(cfg.buffer_bytes_max, MAX_BUFFER_BYTES)
+        if not 0 < req.buffer_sz <= limit or req.buffer_sz % fb:
+            raise RequestFailed(-errno.EINVAL, f"buffer_sz {req.buffer_sz} not a multiple of "
+                                f"{fb} in 1..{limit}")
+        if not 0 < req.period_sz <= req.buffer_sz or req.period_sz % fb:
+            raise RequestFailed(-errno.EINVAL, f"period_sz {req.period_sz} not a frame multiple "
+                                f"in 1..buffer_sz")
+        info = WavInfo(fmt, req.pcm_channels, req.pcm_rate)
+        buffer, dirs = self._map_buffer(req.gref_directory, req.buffer_sz)
+        try:
+            if cfg.is_capture:
+                self.source = self.dev.backend.source.open(info, self.label)
+            else:
+                self.sink = self.dev.backend.sink.open(info, self.label)
+        except (ConfigError, OSError) as exc:
+            self.dev.backend.unmap_all([buffer, *dirs])
+            raise RequestFailed(-errno.EINVAL, str(exc)) from None
+        self.buffer, self.dir_maps, self.info = buffer, dirs, info
+        self.buffer_sz, self.period_sz = req.buffer_sz, req.period_sz
+        self.opened = True
+        self._reset_positions()
+        logger.info("%s: OPEN %s %dch %dHz buffer %d period %d", self.label, fmt.name,
+                    req.pcm_channels, req.pcm_rate, req.buffer_sz, req.period_sz)
+
+    def _map_buffer(self, first_dir: int, buffer_sz: int) -> tuple[SharedPages, list[SharedPages]]:
+        """Walk the page directory (sndif-protocol.md 4.6) and map the buffer."""
+        n_pages = sndif.buffer_page_count(buffer_sz)
+        n_dirs = sndif.dir_page_count(n_pages)
+        mapper, fe = self.dev.backend.mapper, self.dev.fe_domid
+        dirs: list[SharedPages] = []
+        refs: list[int] = []
+        nxt = first_dir
+        try:
+            for i in range(n_dirs):
+                if nxt == 0:
+                    raise RequestFailed(-errno.EINVAL, f"directory chain ends after {i} of "
+                                        f"{n_dirs} pages")
+                page = mapper.map_domain_grant_refs(fe, [nxt], writable=False)
+                dirs.append(page)
+                nxt, got = sndif.decode_directory_page(bytes(page.buf), n_pages - len(refs))
+                refs += got
+            if nxt != 0:
+                raise RequestFailed(-errno.EINVAL, f"directory chain not terminated after "
+                                    f"{n_dirs} pages (next {nxt})")
+            if len(refs) != n_pages:
+                raise RequestFailed(-errno.EINVAL, f"directory holds {len(refs)} refs, "
+                                    f"need {n_pages}")
+            buffer = mapper.map_domain_grant_refs(fe, refs, writable=True)
+        except XenError as exc:
+            self.dev.backend.unmap_all(dirs)
+            raise RequestFailed(-errno.EINVAL, f"cannot map the guest buffer: {exc}") from None
+        except RequestFailed:
+            self.dev.backend.unmap_all(dirs)
+            raise
+        return buffer, dirs
+
+    def _close_stream(self) -> None:
+        if not self.opened:
+            return
+        for h in (self.sink, self.source):
+            if h is not None:
+                _quietly(h.close)
+        self.dev.backend.unmap_all([p for p in (self.buffer, *self.dir_maps) if p is not None])
+        # Requests still queued behind a CLOSE keep their place; state goes.
+        self._reset_open_state()
+
+    def _abs_write_pos(self, offset: int) -> int:
+        """The stream position a ring offset refers to, from the unplayed region."""
+        bs = self.buffer_sz
+        if offset == self.written % bs and self.written - self.done < bs:
+            return self.written  # append: the normal case
+        base = self.done - self.done % bs + offset
+        pos = base if base >= self.done else base + bs
+        if pos > self.written:
+            raise RequestFailed(-errno.EINVAL, f"WRITE offset {offset} is neither the end of the "
+                                f"data ({self.written % bs}) nor inside the unplayed part")
+        return pos  # rewrite after a rewind: truncate to this write
+
+    def _write(self, req: RwReq, now: float) -> None:
+        self._need_open()
+        if self.cfg.is_capture:
+            raise RequestFailed(-errno.EINVAL, "WRITE on a capture stream")
+        self._check_range(req)
+        pos = self._abs_write_pos(req.offset)
+        if pos + req.length - self.done > self.buffer_sz:
+            raise RequestFailed(-errno.ENOSPC, "WRITE beyond one buffer ahead of playback")
+        self.written = pos + req.length
+        if self.running:
+            self.step(now)
+
+    def _read(self, req: RwReq, now: float) -> None:
+        self._need_open()
+        if not self.cfg.is_capture:
+            raise RequestFailed(-errno.EINVAL, "READ on a playback stream")
+        self._check_range(req)
+        if req.offset != self.read_pos % self.buffer_sz:
+            raise RequestFailed(-errno.EINVAL, f"READ offset {req.offset}, expected "
+                                f"{self.read_pos % self.buffer_sz}")
+        end = self.read_pos + req.length
+        if self.done - self.read_pos > self.buffer_sz:
+            self.read_pos = self.done  # resync so a recovering guest can go on
+            raise RequestFailed(-errno.EPIPE, "capture overrun: data was overwritten")
+        if end > self.done:
+            if self.running:
+                raise _NotYet  # answered once recorded
+            raise RequestFailed(-errno.EIO, "READ of data not captured and stream not running")
+        self.read_pos = end
+
+    def _check_range(self, req: RwReq) -> None:
+        fb = self.info.frame_bytes if self.info else 1
+        if req.length <= 0 or req.length % fb or req.offset % fb \
+                or req.offset + req.length > self.buffer_sz:
+            raise RequestFailed(-errno.EINVAL, f"range {req.offset}+{req.length} is not whole "
+                                f"frames inside the {self.buffer_sz}-octet buffer")
+
+    def _trigger(self, req: TriggerReq, now: float) -> None:
+        self._need_open()
+        kind = req.type
+        if kind == Trigger.START and not self.running and not self.paused:
+            self.running = True
+            self._anchor(now)
+            self.step(now)
+        elif kind == Trigger.STOP:
+            self.step(now)
+            self.running = self.paused = False
+            if self.sink is not None:
+                self.sink.flush()
+            self._reset_positions()  # drop what was not played; origin back to 0
+        elif kind == Trigger.PAUSE and self.running:
+            self.step(now)
+            self.running, self.paused = False, True
+        elif kind == Trigger.RESUME and self.paused:
+            self.running, self.paused = True, False
+            self._anchor(now)
+        else:
+            state = "running" if self.running else "paused" if self.paused else "stopped"
+            raise RequestFailed(-errno.EINVAL, f"TRIGGER {kind} while {state}")
+
+    def _query(self, q: HwParams) -> HwParams:
+        cfg = self.cfg
+        formats = q.formats & sndif.format_mask(cfg.formats)
+        rates = [r for r in cfg.rates if q.rates[0] <= r <= q.rates[1]]
+        ch = (max(q.channels[0], cfg.channels_min), min(q.channels[1], cfg.channels_max))
+        if not formats or not rates or ch[0] > ch[1]:
+            raise RequestFailed(-errno.EINVAL, "no configuration matches the query")
+        smallest = min(sndif.sample_bytes(f) for f in sndif.formats_from_mask(formats)) * ch[0]
+        max_frames = min(cfg.buffer_bytes_max, MAX_BUFFER_BYTES) // smallest
+        buf = (max(q.buffer[0], 1), min(q.buffer[1], max_frames))
+        per = (max(q.period[0], 1), min(q.period[1], buf[1]))
+        if buf[0] > buf[1] or per[0] > per[1]:
+            raise RequestFailed(-errno.EINVAL, "buffer/period outside the configured limits")
+        return HwParams(formats, (rates[0], rates[-1]), ch, buf, per)
+
+    # -- pacing --------------------------------------------------------------
+    def _anchor(self, now: float) -> None:
+        assert self.info is not None
+        self.anchor_t = now
+        self.anchor_frames = self.done // self.info.frame_bytes
+
+    def _target(self, now: float) -> int:
+        """Octets the clock says should be done by ``now``."""
+        assert self.info is not None
+        if not self.dev.backend.options.paced:
+            return self.written if not self.cfg.is_capture else self.read_pos + self.buffer_sz
+        frames = self.anchor_frames + math.floor((now - self.anchor_t) * self.info.rate)
+        return frames * self.info.frame_bytes
+
+    def _cadence(self) -> int:
+        fb = self.info.frame_bytes if self.info else 1
+        pos = self.dev.backend.options.pos_frames
+        return min(self.period_sz, pos * fb) if pos else self.period_sz
+
+    def step(self, now: float) -> None:
+        """Play/record up to ``now``; send CUR_POS on cadence boundaries."""
+        if not self.running or self.buffer is None:
+            return
+        old = self.done
+        target = self._target(now)
+        if self.cfg.is_capture:
+            if target > old:
+                self._record(old, target)
+        else:
+            new = min(target, self.written)
+            if new > old:
+                self._play(old, new)
+        cad = self._cadence()
+        if not self.cfg.is_capture and self.done >= self.written:
+            # Dry: report where playback stopped (the tail of a drain is
+            # rarely a whole period), then restart the clock when data comes.
+            if self.last_evt_pos != self.done:
+                self._event()
+            self.dry = True
+            self._anchor(now)
+            return
+        self.dry = False
+        if self.done // cad != old // cad:
+            self._event()
+        if self.cfg.is_capture:
+            self.process_pending(now)
+
+    def next_deadline(self) -> float | None:
+        if not self.running or self.info is None:
+            return None
+        if not self.cfg.is_capture and self.done >= self.written:
+            return None  # dry: the next WRITE wakes us
+        if not self.dev.backend.options.paced:
+            return 0.0
+        cad = self._cadence()
+        next_b = (self.done // cad + 1) * cad
+        if not self.cfg.is_capture:
+            next_b = min(next_b, self.written)
+        frames = -(-next_b // self.info.frame_bytes)
+        return self.anchor_t + (frames - self.anchor_frames) / self.info.rate
+
+    def _ring_pieces(self, start: int, end: int) -> list[tuple[int, int]]:
+        bs, pieces = self.buffer_sz, []
+        while start < end:
+            off = start % bs
+            n = min(end - start, bs - off)
+            pieces.append((off, n))
+            start += n
+        return pieces
+
+    def _play(self, start: int, end: int) -> None:
+        assert self.buffer is not None
+        for off, n in self._ring_pieces(start, end):
+            self.sink.write(bytes(self.buffer.buf[off:off + n]))
+        self.done = end
+
+    def _record(self, start: int, end: int) -> None:
+        assert self.buffer is not None
+        start = max(start, end - self.buffer_sz)  # a late tick overwrites, like hardware
+        for off, n in self._ring_pieces(start, end):
+            self.buffer.buf[off:off + n] = self.source.read(n)
+        self.done = end
+
+    def _event(self) -> None:
+        if self.evt is None:
+            return
+        self.last_evt_pos = self.done
+        slot = sndif.encode_event(CurPosEvt(self.evt_id, self.done))
+        self.evt_id = (self.evt_id + 1) & 0xFFFF
+        if not self.evt.put_event(slot):
+            logger.debug("%s: event page full, CUR_POS dropped", self.label)
+        self.dev.backend.notify(self.evt_port)
+
+
+class _NotYet(Exception):
+    """The request at the head waits for the clock (a READ ahead of capture)."""
+
+
+_OP_OF = {OpenReq: Op.OPEN, CloseReq: Op.CLOSE, TriggerReq: Op.TRIGGER,
+          HwParamQuery: Op.HW_PARAM_QUERY}
+
+
+def _quietly(fn: Callable[..., object], *args: object) -> None:
+    try:
+        fn(*args)
+    except (PvSndError, OSError) as exc:
+        logger.warning("%s: %s", getattr(fn, "__name__", fn), exc)
+
+
+class VsndDevice:
+    """One vsnd device of one guest: the backend half of the xenbus handshake."""
+
+    def __init__(self, backend: "Backend", fe_domid: int, devid: int, be_dir: str) -> None:
+        self.backend = backend
+        self.fe_domid = fe_domid
+        self.devid = devid
+        self.be_dir = be_dir
+        self.fe_dir = backend.xs.read(f"{be_dir}/frontend") or ""
+        self.streams: list[BackendStream] = []
+        self.state = XenbusState.UNKNOWN
+        self.config: CardConfig | None = None
+
+    @property
+    def name(self) -> str:
+        return f"dom{self.fe_domid}/vsnd{self.devid}"
+
+    def write_state(self, state: XenbusState) -> None:
+        self.state = state
+        self.backend.xs.write(f"{self.be_dir}/state", str(int(state)))
+        logger.info("%s: backend state %s", self.name, state.name)
+
+    def start(self) -> None:
+        # Whatever a previous backend process left (Connected, say) is not
+        # backed by anything in this process: offer a fresh InitWait, which
+        # also tells a connected frontend to republish (sndif-protocol.md 3).
+        self.write_state(XenbusState.INIT_WAIT)
+        # A frontend still Connected to the dead backend must see InitWait
+        # and republish; one waiting in Initialised has fresh rings for us.
+        if self.fe_state() == XenbusState.INITIALISED:
+            self.connect()
+
+    def fe_state(self) -> XenbusState:
+        try:
+            return parse_state(self.backend.xs.read(f"{self.fe_dir}/state"))
+        except RemoteProtocolError as exc:
+            logger.warning("%s: %s", self.name, exc)
+            return XenbusState.UNKNOWN
+
+    def on_frontend_state(self) -> None:
+        fe = self.fe_state()
+        be = self.state
+        if be == XenbusState.INIT_WAIT and fe == XenbusState.INITIALISED:
+            # Not on Connected: that frontend still talks to a dead backend's
+            # rings and will republish once it sees our InitWait.
+            self.connect()
+        elif be == XenbusState.CONNECTED and fe in (XenbusState.INITIALISING, XenbusState.CLOSING,
+                                                   XenbusState.CLOSED, XenbusState.UNKNOWN):
+            logger.info("%s: frontend went %s, releasing", self.name, fe.name)
+            self.release()
+        elif be == XenbusState.CLOSED and fe in (XenbusState.INITIALISING, XenbusState.CLOSED,
+                                                XenbusState.UNKNOWN):
+            self.write_state(XenbusState.INIT_WAIT)
+
+    def connect(self) -> None:
+        xs = self.backend.xs
+        try:
+            tree = _read_tree(xs, self.fe_dir)
+            self.config = parse_card_config(tree)
+            streams = []
+            for sc in self.config.streams:
+                keys = {}
+                for k in (sndif.FIELD_RING_REF, sndif.FIELD_EVT_CHNL,
+                          sndif.FIELD_EVT_RING_REF, sndif.FIELD_EVT_EVT_CHNL):
+                    raw = tree.get(f"{sc.path}/{k}")
+                    if raw is None or not raw.isdigit():
+                        raise ConfigError(f"{self.fe_dir}/{sc.path}/{k} missing or not a number",
+                                          key=f"{sc.path}/{k}", value=raw)
+                    keys[k] = int(raw)
+                st = BackendStream(self, sc)
+                streams.append(st)
+                st.connect(self.backend.mapper, self.backend.evtchn, keys)
+                self.backend.ports[st.req_port] = st
+                self.backend.ports[st.evt_port] = None
+            self.streams = streams
+        except (PvSndError, OSError) as exc:
+            logger.error("%s: connect failed: %s", self.name, exc)
+            for st in locals().get("streams", []):
+                st.release(self.backend.mapper, self.backend.evtchn)
+            self.streams = []
+            self.write_state(XenbusState.CLOSING)
+            self.write_state(XenbusState.CLOSED)
+            return
+        self.write_state(XenbusState.CONNECTED)
+        now = time.monotonic()
+        for st in self.streams:  # requests may already be queued
+            st.on_request_notify(now)
+
+    def release(self, final: bool = False) -> None:
+        """Unmap and unbind everything; then InitWait again, or Closed when
+        the backend itself is going away (``final``)."""
+        for st in self.streams:
+            self.backend.ports.pop(st.req_port, None)
+            self.backend.ports.pop(st.evt_port, None)
+            st.release(self.backend.mapper, self.backend.evtchn)
+        self.streams = []
+        if self.state == XenbusState.CONNECTED:
+            self.write_state(XenbusState.CLOSING)
+            self.write_state(XenbusState.CLOSED)
+            if not final:
+                self.write_state(XenbusState.INIT_WAIT)
+        elif final:
+            self.write_state(XenbusState.CLOSED)
+
+
+def _read_tree(xs: Any, base: str) -> dict[str, str]:
+    from ..frontend import _read_tree as read_tree
+
+    return read_tree(xs, base)
+
+
+class Backend:
+    """Serves every vsnd device under this domain's ``backend/vsnd``."""
+
+    def __init__(self, transport: Transport, sink: Any, source: Any,
+                 options: BackendOptions | None = None) -> None:
+        self.transport = transport
+        self.xs = transport.xenstore
+        self.sink, self.source = sink, source
+        self.options = options or BackendOptions()
+        self.mapper = transport.open_grant_mapper()
+        self.evtchn = transport.open_event_channel()
+        self.ports: dict[int, BackendStream | None] = {}
+        self.devices: dict[tuple[int, int], VsndDevice] = {}
+        self.root = f"{self.xs.get_domain_path(transport.domid)}/backend/vsnd"
+        self.xs.watch(self.root, "devices")
+        self._stopping = False
+
+    def notify(self, port: int) -> None:
+        try:
+            self.evtchn.notify(port)
+        except XenError as exc:
+            logger.warning("notify port %d: %s", port, exc)
+
+    def unmap_all(self, pages: list[SharedPages]) -> None:
+        for p in pages:
+            _quietly(self.mapper.unmap, p)
+
+    def scan(self) -> None:
+        """Pick up new devices, forget removed ones."""
+        seen = set()
+        for fe in self.xs.directory(self.root) or []:
+            for dev in self.xs.directory(f"{self.root}/{fe}") or []:
+                if not (fe.isdigit() and dev.isdigit()):
+                    continue
+                key = (int(fe), int(dev))
+                seen.add(key)
+                if key not in self.devices:
+                    d = VsndDevice(self, key[0], key[1], f"{self.root}/{fe}/{dev}")
+                    if not d.fe_dir:
+                        continue
+                    self.devices[key] = d
+                    self.xs.watch(f"{d.fe_dir}/state", f"fe:{fe}:{dev}")
+                    d.start()
+        for key in list(self.devices):
+            if key not in seen:
+                d = self.devices.pop(key)
+                _quietly(self.xs.unwatch, f"{d.fe_dir}/state", f"fe:{key[0]}:{key[1]}")
+                d.release()
+
+    def _on_watch(self) -> None:
+        for _path, token in self.xs.check_watch():
+            if token == "devices":
+                self.scan()
+            elif token.startswith("fe:"):
+                _, fe, dev = token.split(":")
+                d = self.devices.get((int(fe), int(dev)))
+                if d is not None:
+                    d.on_frontend_state()
+
+    def _on_evtchn(self) -> None:
+        now = time.monotonic()
+        while (port := self.evtchn.pending()) is not None:
+            _quietly(self.evtchn.unmask, port)
+            st = self.ports.get(port)
+            if st is not None:
+                st.on_request_notify(now)
+
+    def streams(self) -> list[BackendStream]:
+        return [st for d in self.devices.values() for st in d.streams]
+
+    def run(self, until: Callable[[], bool] = lambda: False) -> None:
+        """Serve until ``until()`` is true or :meth:`stop` is called."""
+        sel = selectors.DefaultSelector()
+        sel.register(self.xs.fileno(), selectors.EVENT_READ, self._on_watch)
+        sel.register(self.evtchn.fileno(), selectors.EVENT_READ, self._on_evtchn)
+        self.scan()
+        try:
+            while not self._stopping and not until():
+                deadlines = [t for st in self.streams() if (t := st.next_deadline()) is not None]
+                now = time.monotonic()
+                timeout = 0.5 if not deadlines else max(0.0, min(min(deadlines) - now, 0.5))
+                for key, _ in sel.select(timeout):
+                    key.data()
+                now = time.monotonic()
+                for st in self.streams():
+                    if st.running:
+                        st.step(now)
+        finally:
+            sel.close()
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def close(self) -> None:
+        for d in self.devices.values():
+            _quietly(d.release, True)
+        self.devices.clear()
+        for h in (self.mapper, self.evtchn):
+            _quietly(h.close)

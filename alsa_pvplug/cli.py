@@ -1,0 +1,193 @@
+"""``pvplug``: the command line.
+
+    pvplug sim --dir DIR              the simulated hypervisor (dom0 + dom1, one vsnd card)
+    pvplug backend --sim-dir DIR ...  the reference backend (dom0 side)
+    pvplug demo                       sim + backend + a Python frontend, with a summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .errors import ConfigError, PvSndError
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+
+
+def _read_vsnd_config(path: str) -> list[list[str]]:
+    """An xl-style ``vsnd = [[...], ...]`` (or just the list) from a file."""
+    text = Path(path).read_text()
+    _, eq, rhs = text.partition("=")
+    try:
+        value = ast.literal_eval(rhs if eq and text.lstrip().startswith("vsnd") else text)
+    except (SyntaxError, ValueError) as exc:
+        raise ConfigError(f"{path}: not an xl vsnd list: {exc}", key="vsnd") from None
+    if not isinstance(value, list) or not all(isinstance(c, list) for c in value):
+        raise ConfigError(f"{path}: vsnd must be a list of cards (lists of strings)", key="vsnd")
+    return value
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from .sim.runner import run_sim
+
+    vsnd = _read_vsnd_config(args.vsnd_config) if args.vsnd_config else None
+    run_sim(args.dir, backend_domid=args.backend_domid, guest_domids=args.guest, vsnd=vsnd)
+    return 0
+
+
+def cmd_backend(args: argparse.Namespace) -> int:
+    from .backend.io import parse_sink, parse_source
+    from .backend.server import Backend, BackendOptions
+    from .transport import open_transport
+
+    transport = open_transport(args.transport, sim_dir=args.sim_dir, domid=args.domid)
+    backend = Backend(transport, parse_sink(args.sink), parse_source(args.source),
+                      BackendOptions(paced=not args.unpaced, pos_frames=args.pos_frames))
+    signal.signal(signal.SIGTERM, lambda *_: backend.stop())
+    signal.signal(signal.SIGINT, lambda *_: backend.stop())
+    try:
+        backend.run()
+    finally:
+        backend.close()
+        transport.close()
+    return 0
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before {path} appeared")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.02)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .backend.wavfile import read_wav
+    from .frontend import Card
+    from .protocol.sndif import PcmFormat
+    from .transport import open_transport
+
+    work = Path(args.dir or tempfile.mkdtemp(prefix="pvplug-demo-"))
+    sim_dir, out_dir = work / "sim", work / "out"
+    py = [sys.executable, "-m", "alsa_pvplug.cli", "--log-level", args.log_level]
+    procs: list[subprocess.Popen[bytes]] = []
+    rate, channels, seconds = 48000, 2, args.seconds
+    try:
+        t0 = time.monotonic()
+        procs.append(subprocess.Popen([*py, "sim", "--dir", str(sim_dir)]))
+        wait_for_file(sim_dir / "ready", procs[0], 10)
+        procs.append(subprocess.Popen([*py, "backend", "--sim-dir", str(sim_dir),
+                                       "--sink", f"wav:{out_dir}", "--source", "sine:1000"]))
+        transport = open_transport("sim", sim_dir=sim_dir, domid=1)
+        card = Card.open(transport)
+        t_conn = time.monotonic() - t0
+        t = np.arange(int(rate * seconds)) / rate
+        tone = (0.4 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
+        signal_ = np.repeat(tone[:, None], channels, axis=1)
+        out = card.stream(0, 0)
+        out.open(PcmFormat.S16_LE, channels, rate, buffer_frames=4096, period_frames=1024)
+        t1 = time.monotonic()
+        out.write(signal_)
+        out.drain()
+        t_play = time.monotonic() - t1
+        events = out.cur_pos_events
+        out.close()
+        cap = card.stream(0, 1)
+        cap.open(PcmFormat.S16_LE, channels, rate, buffer_frames=4096, period_frames=1024)
+        got = np.frombuffer(cap.read(rate // 2), "<i2").reshape(-1, channels)
+        cap.close()
+        card.close()
+        transport.close()
+        _stop(procs[1])
+        wavs = sorted(out_dir.glob("*.wav"))
+        info, data = read_wav(str(wavs[-1]))
+        exact = data == signal_.tobytes()
+        spectrum = np.abs(np.fft.rfft(got[:, 0].astype(float)))
+        peak = np.fft.rfftfreq(len(got), 1 / rate)[int(np.argmax(spectrum))]
+        print(f"demo directory:     {work}")
+        print(f"connect:            {t_conn * 1000:.0f} ms (sim start, backend start, handshake)")
+        print(f"played:             {len(signal_)} frames {info.format.name} {info.channels}ch "
+              f"{info.rate} Hz in {t_play:.2f} s, {events} CUR_POS events")
+        print(f"backend WAV:        {wavs[-1]} ({len(data)} bytes), bit-exact: {exact}")
+        print(f"captured:           {len(got)} frames, dominant frequency {peak:.0f} Hz "
+              f"(backend source: sine 1000 Hz)")
+        return 0 if exact and abs(peak - 1000) < 5 else 1
+    except PvSndError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pvplug", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--log-level", default=os.environ.get("PVPLUG_LOG_LEVEL", "warning"))
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("sim", help="run the simulated hypervisor")
+    s.add_argument("--dir", required=True, help="directory for the per-domain sockets")
+    s.add_argument("--backend-domid", type=int, default=0)
+    s.add_argument("--guest", type=int, action="append", help="guest domid (repeatable; default 1)")
+    s.add_argument("--vsnd-config", help="file with an xl-style vsnd = [[...]] list")
+    s.set_defaults(func=cmd_sim)
+
+    b = sub.add_parser("backend", help="run the reference backend")
+    b.add_argument("--transport", choices=("sim", "xen"), default="sim")
+    b.add_argument("--sim-dir", help="the simulator's directory (transport sim)")
+    b.add_argument("--domid", type=int, default=0, help="our domain (default 0)")
+    b.add_argument("--sink", default="null", help="null | wav:DIR | alsa:DEVICE")
+    b.add_argument("--source", default="sine:440", help="null | wav:FILE | sine:FREQ | alsa:DEVICE")
+    b.add_argument("--unpaced", action="store_true", help="do not pace to the clock")
+    b.add_argument("--pos-frames", type=int, help="send CUR_POS at least every N frames")
+    b.set_defaults(func=cmd_backend)
+
+    d = sub.add_parser("demo", help="play and capture through sim + backend")
+    d.add_argument("--dir", help="work directory (default: a new temporary one)")
+    d.add_argument("--seconds", type=float, default=2.0)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "guest", None) is None and args.cmd == "sim":
+        args.guest = [1]
+    _setup_logging(args.log_level)
+    try:
+        return int(args.func(args))
+    except PvSndError as exc:
+        print(f"pvplug {args.cmd}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

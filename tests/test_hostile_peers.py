@@ -1,0 +1,162 @@
+"""Hostile peers on both sides.  A scripted backend that breaks the protocol
+gets typed errors at the frontend, never a hang or an untyped exception; a
+guest sending bad requests gets error statuses and the backend keeps serving
+its other streams."""
+
+from __future__ import annotations
+
+import errno
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from alsa_pvplug.errors import BackendError, PvSndError, RemoteProtocolError
+from alsa_pvplug.frontend import Card
+from alsa_pvplug.protocol import ring as ring_mod
+from alsa_pvplug.protocol import sndif
+from alsa_pvplug.protocol.sndif import (
+    HwParamQuery, HwParams, Op, OpenReq, PcmFormat, RwReq, TriggerReq, UnknownReq)
+from alsa_pvplug.transport import open_transport
+
+from audio import make_signal
+from conftest import Proc, wait_until
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def card(sim):
+    t = open_transport("sim", sim_dir=sim.dir, domid=1)
+    cards = []
+
+    def connect() -> Card:
+        # The backend is a fresh interpreter: wait until it offers InitWait.
+        be_state = "/local/domain/0/backend/vsnd/1/0/state"
+        wait_until(lambda: t.xenstore.read(be_state) == "2", 15, "backend InitWait")
+        c = Card.open(t, timeout=1.5)
+        cards.append(c)
+        return c
+
+    yield connect
+    for c in cards:
+        c.close()
+    t.close()
+
+
+@pytest.mark.parametrize("mode,match", [
+    ("wrong-id", "does not match the request in flight"),
+    ("wrong-op", "echoes operation"),
+    ("rsp-overflow", "only 1 requests outstanding"),
+])
+def test_hostile_backend_responses(sim, card, tmp_path, mode, match):
+    be = Proc([sys.executable, str(HERE / "hostile_backend.py"), str(sim.dir), mode],
+              tmp_path / "hostile.log")
+    try:
+        c = card()
+        st = c.stream(0, 0)
+        t0 = time.monotonic()
+        with pytest.raises(RemoteProtocolError, match=match) as exc:
+            st.open(PcmFormat.S16_LE, 2, 48000, 1024, 256)
+        assert time.monotonic() - t0 < 1.5
+        assert "[errno 5 EIO]" in str(exc.value)
+        assert be.alive
+    finally:
+        be.stop()
+
+
+def test_hostile_backend_absurd_position(sim, card, tmp_path):
+    be = Proc([sys.executable, str(HERE / "hostile_backend.py"), str(sim.dir), "absurd-pos"],
+              tmp_path / "hostile.log")
+    try:
+        c = card()
+        st = c.stream(0, 0)
+        st.open(PcmFormat.S16_LE, 2, 48000, 1024, 256)
+        with pytest.raises(RemoteProtocolError, match="claims .* consumed"):
+            st.write(make_signal(PcmFormat.S16_LE, 2, 4096))
+            st.drain()
+        assert st.hw <= st.appl  # the absurd position was never applied
+    finally:
+        be.stop()
+
+
+class RawGuest:
+    """Puts arbitrary requests on a stream's ring, bypassing every local check."""
+
+    def __init__(self, card: Card, st) -> None:
+        self.card, self.st, self.next_id = card, st, 1000
+
+    def send(self, req) -> sndif.Resp:
+        st = self.st
+        st.ring.put_request(sndif.encode_request(req))
+        if st.ring.push_requests():
+            self.card.evtchn.notify(st.req_port)
+        deadline = time.monotonic() + 3
+        while not st._responses:
+            assert time.monotonic() < deadline, "backend did not answer"
+            self.card.process(0.05)
+        resp = st._responses.popleft()
+        assert resp.id == req.id
+        return resp
+
+    def rid(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def open(self, **kw) -> sndif.Resp:
+        st, card = self.st, self.card
+        pages = card.sharer.share_pages(card.be_domid, 1)
+        dirp = card.sharer.share_pages(card.be_domid, 1)
+        dirp.buf[:4096] = sndif.encode_page_directory(dirp.refs, pages.refs)[0]
+        args = dict(pcm_rate=48000, pcm_format=int(PcmFormat.S16_LE), pcm_channels=2,
+                    buffer_sz=4096, gref_directory=dirp.refs[0], period_sz=1024)
+        args.update(kw)
+        return self.send(OpenReq(self.rid(), **args))
+
+
+def test_hostile_guest_gets_statuses_and_backend_keeps_serving(sim, card, tmp_path):
+    be = sim.backend(tmp_path, "--source", "sine:440")
+    try:
+        c = card()
+        g = RawGuest(c, c.stream(0, 0))
+        E = lambda code: -code  # noqa: E731
+        assert g.send(RwReq(g.rid(), Op.WRITE, 0, 64)).status == E(errno.EBADFD)
+        assert g.send(TriggerReq(g.rid(), 0)).status == E(errno.EBADFD)
+        assert g.open(pcm_format=int(PcmFormat.FLOAT64_LE)).status == E(errno.EINVAL)
+        assert g.open(pcm_format=200).status == E(errno.EINVAL)
+        assert g.open(pcm_rate=12345).status == E(errno.EINVAL)
+        assert g.open(pcm_channels=0).status == E(errno.EINVAL)
+        assert g.open(period_sz=0).status == E(errno.EINVAL)
+        assert g.open(buffer_sz=4095).status == E(errno.EINVAL)
+        assert g.open(buffer_sz=2**31).status == E(errno.EINVAL)
+        assert g.open(gref_directory=99999).status == E(errno.EINVAL)
+        assert g.open(gref_directory=0).status == E(errno.EINVAL)
+        # a directory that claims more pages than the buffer needs
+        assert g.open(buffer_sz=8192).status == E(errno.EINVAL)
+        assert g.send(UnknownReq(g.rid(), 42)).status == E(errno.ENOSYS)
+        assert g.open().status == 0
+        assert g.open().status == E(errno.EBUSY)
+        assert g.send(RwReq(g.rid(), Op.WRITE, 4000, 512)).status == E(errno.EINVAL)
+        assert g.send(RwReq(g.rid(), Op.WRITE, 0, 0)).status == E(errno.EINVAL)
+        assert g.send(RwReq(g.rid(), Op.WRITE, 2, 64)).status == E(errno.EINVAL)
+        assert g.send(RwReq(g.rid(), Op.WRITE, 1024, 64)).status == E(errno.EINVAL)
+        assert g.send(RwReq(g.rid(), Op.READ, 0, 64)).status == E(errno.EINVAL)
+        assert g.send(RwReq(g.rid(), Op.SET_VOLUME, 0, 8)).status == E(errno.ENOTSUP)
+        assert g.send(TriggerReq(g.rid(), 9)).status == E(errno.EINVAL)
+        assert g.send(TriggerReq(g.rid(), 3)).status == E(errno.EINVAL)  # RESUME, not paused
+        q = g.send(HwParamQuery(g.rid(), HwParams(1 << 16, (1, 2), (1, 2), (1, 2), (1, 2))))
+        assert q.status == E(errno.EINVAL)
+        # Now break the playback ring outright: a request index far past it.
+        ops = g.st.ring._ops
+        ops.store(ring_mod.REQ_PROD_OFF, (ops.load(ring_mod.REQ_PROD_OFF) + 500) & 0xFFFFFFFF)
+        c.evtchn.notify(g.st.req_port)
+        # The capture stream of the same card is still served, audio and all.
+        cap = c.stream(0, 1)
+        cap.open(PcmFormat.S16_LE, 2, 48000, 2048, 512)
+        assert len(cap.read(4800)) == 4800 * 4
+        cap.close()
+        assert be.alive
+        assert "no longer served" in be.output()
+    finally:
+        be.stop()
