@@ -554,6 +554,14 @@ class Stream:
             pieces.append((0, frames - first))
         return pieces
 
+    def _wait_for_position(self, what: str) -> None:
+        """Block until the backend's position moves (bounded by the timeout)."""
+        hw = self.hw
+        self.card._wait(lambda: self.hw != hw or self._error is not None
+                        or self.card._lost is not None,
+                        time.monotonic() + self.card.timeout, f"{self.name}: {what}")
+        self._check()
+
     # -- data --------------------------------------------------------------
     def write(self, data: Any) -> int:
         """Queue ``data`` (bytes-like or numpy array of whole frames); blocks while
@@ -578,12 +586,7 @@ class Stream:
                     continue
                 if self.state == StreamState.PAUSED:
                     raise LocalProtocolError(f"{self.name}: buffer full while paused")
-                hw = self.hw
-                self.card._wait(lambda: self.hw != hw or self._error is not None
-                                or self.card._lost is not None,
-                                time.monotonic() + self.card.timeout,
-                                f"{self.name}: waiting for the backend to consume")
-                self._check()
+                self._wait_for_position("waiting for the backend to consume")
                 continue
             n = min(avail, total - done)
             for off, cnt in self._ring_copy_ranges(n):
@@ -634,12 +637,7 @@ class Stream:
                 raise Xrun(f"{self.name}: capture overrun, {avail} frames pending in a "
                            f"{self.buffer_frames}-frame buffer")
             if avail <= 0:
-                hw = self.hw
-                self.card._wait(lambda: self.hw != hw or self._error is not None
-                                or self.card._lost is not None,
-                                time.monotonic() + self.card.timeout,
-                                f"{self.name}: waiting for captured data")
-                self._check()
+                self._wait_for_position("waiting for captured data")
                 continue
             n = min(avail, frames - len(out) // self.frame_bytes)
             for off, cnt in self._ring_copy_ranges(n):

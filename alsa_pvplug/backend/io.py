@@ -174,31 +174,26 @@ def _alsa_format(fmt: PcmFormat) -> int:
     return int(value)
 
 
-class AlsaSink:
-    """A real ALSA device through pyalsaaudio, non-blocking (the loop paces)."""
+class AlsaDevice:
+    """A real ALSA device through pyalsaaudio, non-blocking (the loop paces):
+    a sink for playback streams, a source for capture streams."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, capture: bool) -> None:
         self.device = device
+        self.capture = capture
 
     def open(self, info: WavInfo, label: str) -> "_AlsaInstance":
         import alsaaudio
 
-        pcm = alsaaudio.PCM(alsaaudio.PCM_PLAYBACK, alsaaudio.PCM_NONBLOCK, device=self.device,
-                            channels=info.channels, rate=info.rate,
-                            format=_alsa_format(info.format), periodsize=max(64, info.rate // 100))
-        return _AlsaInstance(pcm, info)
-
-
-class AlsaSource:
-    def __init__(self, device: str) -> None:
-        self.device = device
-
-    def open(self, info: WavInfo, label: str) -> "_AlsaInstance":
-        import alsaaudio
-
-        pcm = alsaaudio.PCM(alsaaudio.PCM_CAPTURE, alsaaudio.PCM_NONBLOCK, device=self.device,
-                            channels=info.channels, rate=info.rate,
-                            format=_alsa_format(info.format), periodsize=max(64, info.rate // 100))
+        try:
+            pcm = alsaaudio.PCM(alsaaudio.PCM_CAPTURE if self.capture else alsaaudio.PCM_PLAYBACK,
+                                alsaaudio.PCM_NONBLOCK, device=self.device,
+                                channels=info.channels, rate=info.rate,
+                                format=_alsa_format(info.format),
+                                periodsize=max(64, info.rate // 100))
+        except alsaaudio.ALSAAudioError as exc:
+            raise ConfigError(f"ALSA device {self.device!r}: {exc}", key="device",
+                              value=self.device) from None
         return _AlsaInstance(pcm, info)
 
 
@@ -230,18 +225,18 @@ class _AlsaInstance:
         self.pcm.close()  # type: ignore[attr-defined]
 
 
-def parse_sink(spec: str) -> NullSink | WavDirSink | AlsaSink:
+def parse_sink(spec: str) -> NullSink | WavDirSink | AlsaDevice:
     kind, _, arg = spec.partition(":")
     if kind == "null":
         return NullSink()
     if kind == "wav" and arg:
         return WavDirSink(arg)
     if kind == "alsa" and arg:
-        return AlsaSink(arg)
+        return AlsaDevice(arg, capture=False)
     raise ConfigError(f"bad sink {spec!r}: use null, wav:DIR or alsa:DEVICE", key="sink", value=spec)
 
 
-def parse_source(spec: str) -> SilenceSource | WavFileSource | SineSource | AlsaSource:
+def parse_source(spec: str) -> SilenceSource | WavFileSource | SineSource | AlsaDevice:
     kind, _, arg = spec.partition(":")
     if kind == "null":
         return SilenceSource()
@@ -253,6 +248,6 @@ def parse_source(spec: str) -> SilenceSource | WavFileSource | SineSource | Alsa
         except ValueError:
             pass
     if kind == "alsa" and arg:
-        return AlsaSource(arg)
+        return AlsaDevice(arg, capture=True)
     raise ConfigError(f"bad source {spec!r}: use null, wav:FILE, sine:FREQ or alsa:DEVICE",
                       key="source", value=spec)
