@@ -292,3 +292,31 @@ def test_sim_creates_vsnd_nodes_like_xl(sim):
     perms = subprocess.run(["xenstore-ls", "-p", "/local/domain/1/device/vsnd"], env=env,
                            capture_output=True, text=True, timeout=10).stdout
     assert "(n1,r0)" in perms  # owned by the guest, readable by the backend
+
+
+def test_one_backend_serves_two_guests(tmp_path):
+    sim = Sim(tmp_path, ["--guest", "1", "--guest", "2"])
+    be = sim.backend(tmp_path, "--sink", f"wav:{tmp_path / 'out'}")
+    opened = []
+    try:
+        streams = {}
+        for domid in (1, 2):
+            t = open_transport("sim", sim_dir=sim.dir, domid=domid)
+            c = Card.open(t)
+            opened.append((c, t))
+            st = c.stream(0, 0)
+            st.open(PcmFormat.S16_LE, 2, 48000, buffer_frames=4800, period_frames=960)
+            data = make_signal(PcmFormat.S16_LE, 2, 4800, seed=domid)
+            st.write(data)  # one full buffer each: both play at once
+            streams[domid] = (st, data)
+        for domid, (st, data) in streams.items():
+            st.drain()
+            st.close()
+            wav = sorted((tmp_path / "out").glob(f"dom{domid}-*.wav"))[-1]
+            assert read_wav(str(wav))[1] == data
+    finally:
+        for c, t in opened:
+            c.close()
+            t.close()
+        be.stop()
+        sim.proc.stop()
