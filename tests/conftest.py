@@ -4,7 +4,9 @@ teardown; its output goes to a file in the test's tmp dir."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +19,11 @@ REPO = Path(__file__).resolve().parent.parent
 PY = [sys.executable, "-m", "alsa_pvplug.cli", "--log-level", "info"]
 
 
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: if the test run itself crashes, its children go too.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
 class Proc:
     """A child process with its log file; ``stop()`` is idempotent."""
 
@@ -26,6 +33,7 @@ class Proc:
         self._logf = open(log, "ab")
         self.proc = subprocess.Popen(self.argv, stdout=self._logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=REPO,
+                                     preexec_fn=_die_with_parent,
                                      env={**os.environ, **(env or {})})
 
     @property
