@@ -52,23 +52,6 @@ DEFAULT_TIMEOUT = 3.0
 _BE_STATE_TOKEN = "pvplug-be-state"
 
 
-def _read_tree(xs: Any, base: str) -> dict[str, str]:
-    """Every node below ``base`` as {relative path: value}."""
-    tree: dict[str, str] = {}
-
-    def walk(rel: str) -> None:
-        path = f"{base}/{rel}" if rel else base
-        for child in xs.directory(path) or []:
-            sub = f"{rel}/{child}" if rel else child
-            value = xs.read(f"{base}/{sub}")
-            if value is not None:
-                tree[sub] = value
-            walk(sub)
-
-    walk("")
-    return tree
-
-
 class Card:
     """One vsnd device of this guest, connected to its backend."""
 
@@ -88,7 +71,7 @@ class Card:
                 f"{self.fe_dir}/backend or backend-id missing", key=f"{self.fe_dir}/backend")
         self.be_dir: str = be_dir
         self.be_domid: int = be_id
-        self.config: CardConfig = parse_card_config(_read_tree(self.xs, self.fe_dir))
+        self.config: CardConfig = parse_card_config(self.xs.read_tree(self.fe_dir))
         self.streams: dict[tuple[int, int], Stream] = {
             (sc.pcm_index, sc.stream_index): Stream(self, sc) for sc in self.config.streams}
         self.evtchn: EventChannel | None = None

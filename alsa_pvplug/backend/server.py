@@ -547,7 +547,7 @@ class VsndDevice:
     def connect(self) -> None:
         xs = self.backend.xs
         try:
-            tree = _read_tree(xs, self.fe_dir)
+            tree = xs.read_tree(self.fe_dir)
             self.config = parse_card_config(tree)
             streams = []
             for sc in self.config.streams:
@@ -593,12 +593,6 @@ class VsndDevice:
                 self.write_state(XenbusState.INIT_WAIT)
         elif final:
             self.write_state(XenbusState.CLOSED)
-
-
-def _read_tree(xs: Any, base: str) -> dict[str, str]:
-    from ..frontend import _read_tree as read_tree
-
-    return read_tree(xs, base)
 
 
 class Backend:

@@ -10,7 +10,7 @@ decisions.  Two implementations: ``xen`` (the real libraries) and ``sim``
 from __future__ import annotations
 
 import abc
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 PAGE_SIZE = 4096
 
@@ -186,11 +186,20 @@ class XenStore(abc.ABC):
         except ValueError:
             return None
 
-    def walk(self, path: str) -> Iterator[tuple[str, str | None]]:
-        """(absolute-or-given path, value) for ``path`` and every node below it."""
-        yield path, self.read(path)
-        for child in self.directory(path) or []:
-            yield from self.walk(f"{path.rstrip('/')}/{child}")
+    def read_tree(self, base: str) -> dict[str, str]:
+        """Every node below ``base`` as {path relative to base: value}."""
+        tree: dict[str, str] = {}
+
+        def walk(rel: str) -> None:
+            for child in self.directory(f"{base}/{rel}" if rel else base) or []:
+                sub = f"{rel}/{child}" if rel else child
+                value = self.read(f"{base}/{sub}")
+                if value is not None:
+                    tree[sub] = value
+                walk(sub)
+
+        walk("")
+        return tree
 
 
 class Transport(abc.ABC):
