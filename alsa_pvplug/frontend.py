@@ -39,7 +39,7 @@ from .errors import (
 )
 from .protocol import sndif
 from .protocol.config import CardConfig, StreamConfig, parse_card_config
-from .protocol.ring import EventRingFront, FrontRing
+from .protocol.ring import EventRingFront, FrontRing, wrap_pieces
 from .protocol.sndif import HwParams, Op, PcmFormat, Trigger
 from .protocol.stream import StreamProtocol, StreamState
 from .protocol.xenbus import XenbusState, parse_state
@@ -528,15 +528,6 @@ class Stream:
         """Frames queued ahead of the backend's position (playback)."""
         return self.appl - self.hw if not self.config.is_capture else self.hw - self.appl
 
-    def _ring_copy_ranges(self, frames: int) -> list[tuple[int, int]]:
-        """(ring frame offset, frames) pieces from appl, split at the wrap."""
-        start = self.appl % self.buffer_frames
-        first = min(frames, self.buffer_frames - start)
-        pieces = [(start, first)]
-        if frames > first:
-            pieces.append((0, frames - first))
-        return pieces
-
     def _wait_for_position(self, what: str) -> None:
         """Block until the backend's position moves (bounded by the timeout)."""
         hw = self.hw
@@ -572,7 +563,7 @@ class Stream:
                 self._wait_for_position("waiting for the backend to consume")
                 continue
             n = min(avail, total - done)
-            for off, cnt in self._ring_copy_ranges(n):
+            for off, cnt in wrap_pieces(self.appl, n, self.buffer_frames):
                 b0, nb = off * self.frame_bytes, cnt * self.frame_bytes
                 src = (done * self.frame_bytes)
                 assert self.buffer is not None
@@ -623,7 +614,7 @@ class Stream:
                 self._wait_for_position("waiting for captured data")
                 continue
             n = min(avail, frames - len(out) // self.frame_bytes)
-            for off, cnt in self._ring_copy_ranges(n):
+            for off, cnt in wrap_pieces(self.appl, n, self.buffer_frames):
                 b0, nb = off * self.frame_bytes, cnt * self.frame_bytes
                 self._request(self.proto.rw(Op.READ, b0, nb), "READ")
                 assert self.buffer is not None

@@ -537,3 +537,16 @@ def test_random_schedule_is_fifo(start: int, steps: list[tuple[str, int]]) -> No
     received += p.front.take_responses()
     assert received == answered == sent
     assert p.front.free_requests() == RING_SIZE
+
+
+@pytest.mark.parametrize("start,count,size,expected", [
+    (0, 10, 16, [(0, 10)]),
+    (12, 10, 16, [(12, 4), (0, 6)]),
+    (16 * 5 + 3, 16, 16, [(3, 13), (0, 3)]),
+    (2**40 + 15, 1, 16, [(15, 1)]),
+    (7, 0, 16, []),
+])
+def test_wrap_pieces(start, count, size, expected):
+    from alsa_pvplug.protocol.ring import wrap_pieces
+
+    assert wrap_pieces(start, count, size) == expected

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from ..errors import ConfigError, PvSndError, RemoteProtocolError, XenError
 from ..protocol import sndif
 from ..protocol.config import CardConfig, StreamConfig, parse_card_config
-from ..protocol.ring import BackRing, EventRingBack
+from ..protocol.ring import BackRing, EventRingBack, wrap_pieces
 from ..protocol.sndif import (
     CloseReq,
     CurPosEvt,
@@ -442,25 +442,16 @@ class BackendStream:
         frames = -(-next_b // self.info.frame_bytes)
         return self.anchor_t + (frames - self.anchor_frames) / self.info.rate
 
-    def _ring_pieces(self, start: int, end: int) -> list[tuple[int, int]]:
-        bs, pieces = self.buffer_sz, []
-        while start < end:
-            off = start % bs
-            n = min(end - start, bs - off)
-            pieces.append((off, n))
-            start += n
-        return pieces
-
     def _play(self, start: int, end: int) -> None:
         assert self.buffer is not None
-        for off, n in self._ring_pieces(start, end):
+        for off, n in wrap_pieces(start, end - start, self.buffer_sz):
             self.sink.write(bytes(self.buffer.buf[off:off + n]))
         self.done = end
 
     def _record(self, start: int, end: int) -> None:
         assert self.buffer is not None
         start = max(start, end - self.buffer_sz)  # a late tick overwrites, like hardware
-        for off, n in self._ring_pieces(start, end):
+        for off, n in wrap_pieces(start, end - start, self.buffer_sz):
             self.buffer.buf[off:off + n] = self.source.read(n)
         self.done = end
 

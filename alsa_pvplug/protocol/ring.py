@@ -434,3 +434,20 @@ class EventRingBack:
         ops.wmb()  # /* event visible /before/ in_prod */
         ops.store(IN_PROD_OFF, self.in_prod)
         return True
+
+
+def wrap_pieces(start: int, count: int, size: int) -> list[tuple[int, int]]:
+    """Split ``count`` units from stream position ``start`` of a ring of
+    ``size`` units into (ring offset, units) pieces that do not cross the end.
+
+    Used for the audio buffer (frames at the frontend, octets at the
+    backend): sndif requires every READ/WRITE to lie inside the buffer.
+    """
+    pieces = []
+    while count > 0:
+        off = start % size
+        n = min(count, size - off)
+        pieces.append((off, n))
+        start += n
+        count -= n
+    return pieces
