@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import select
 import time
 from collections import deque
@@ -81,6 +80,7 @@ class Card:
         self.connected = False
         self._lost: str | None = None  # why the connection dropped, until reconnected
         self._watching = False
+        self._published = False  # our rings are in xenstore (handshake under way or done)
 
     # -- lifecycle ---------------------------------------------------------
     @classmethod
@@ -160,11 +160,9 @@ class Card:
         self.xs.transact(body)
         self._published = True
 
-    _published = False
-
     def _teardown_rings(self) -> None:
         for st in self.streams.values():
-            st._drop(self.sharer, self.evtchn)
+            st._drop(self.evtchn)
         self._ports.clear()
         self._published = False
 
@@ -322,22 +320,16 @@ class Stream:
         self._responses.clear()
         self._error = None
 
-    def _drop(self, sharer: GrantSharer | None, evtchn: EventChannel | None) -> None:
+    def _drop(self, evtchn: EventChannel | None) -> None:
         """Release rings, ports and buffer (connection gone).  Never raises."""
-        for pages in (self.buffer, self.dir_pages,
-                      getattr(self, "ring_pages", None), getattr(self, "evt_pages", None)):
-            if pages is not None and sharer is not None:
-                try:
-                    sharer.unshare(pages)
-                except PvSndError as exc:
-                    logger.warning("%s: unshare: %s", self.name, exc)
+        self._unshare_buffer()
+        self._unshare(getattr(self, "ring_pages", None), getattr(self, "evt_pages", None))
         for port in (self.req_port, self.evt_port):
             if port >= 0 and evtchn is not None:
                 try:
                     evtchn.unbind(port)
                 except PvSndError as exc:
                     logger.warning("%s: unbind: %s", self.name, exc)
-        self.buffer = self.dir_pages = None
         self.ring = self.evt_ring = None
         self.req_port = self.evt_port = -1
         self.proto.reset()
@@ -470,13 +462,16 @@ class Stream:
         assert self.evt_ring is not None
         self.evt_ring.reset()
 
-    def _unshare_buffer(self) -> None:
-        for pages in (self.buffer, self.dir_pages):
-            if pages is not None and self.card.sharer is not None:
+    def _unshare(self, *pages: SharedPages | None) -> None:
+        for p in pages:
+            if p is not None and self.card.sharer is not None:
                 try:
-                    self.card.sharer.unshare(pages)
+                    self.card.sharer.unshare(p)
                 except PvSndError as exc:
                     logger.warning("%s: unshare: %s", self.name, exc)
+
+    def _unshare_buffer(self) -> None:
+        self._unshare(self.buffer, self.dir_pages)
         self.buffer = self.dir_pages = None
 
     def close(self) -> None:
@@ -622,6 +617,3 @@ class Stream:
                 self.appl += cnt
         return bytes(out)
 
-
-def frames_to_ms(frames: int, rate: int) -> float:
-    return 1000.0 * frames / rate if rate else math.nan

@@ -160,3 +160,24 @@ def test_hostile_guest_gets_statuses_and_backend_keeps_serving(sim, card, tmp_pa
         assert "no longer served" in be.output()
     finally:
         be.stop()
+
+
+def test_guest_initialised_without_rings_is_refused_then_recovers(sim, tmp_path):
+    """A guest that says Initialised but published no rings: the backend goes
+    Closing/Closed instead of crashing, and offers InitWait again once the
+    guest returns to Initialising; a real frontend then connects."""
+    be = sim.backend(tmp_path)
+    t = open_transport("sim", sim_dir=sim.dir, domid=1)
+    try:
+        be_state = "/local/domain/0/backend/vsnd/1/0/state"
+        wait_until(lambda: t.xenstore.read(be_state) == "2", 15, "backend InitWait")
+        t.xenstore.write("device/vsnd/0/state", "3")
+        wait_until(lambda: t.xenstore.read(be_state) == "6", 5, "backend Closed")
+        assert "connect failed" in be.output() and be.alive
+        t.xenstore.write("device/vsnd/0/state", "1")
+        wait_until(lambda: t.xenstore.read(be_state) == "2", 5, "backend InitWait again")
+        c = Card.open(t, timeout=3)
+        c.close()
+    finally:
+        t.close()
+        be.stop()

@@ -537,10 +537,10 @@ class VsndDevice:
 
     def connect(self) -> None:
         xs = self.backend.xs
+        self.streams = []
         try:
             tree = xs.read_tree(self.fe_dir)
             self.config = parse_card_config(tree)
-            streams = []
             for sc in self.config.streams:
                 keys = {}
                 for k in (sndif.FIELD_RING_REF, sndif.FIELD_EVT_CHNL,
@@ -551,16 +551,13 @@ class VsndDevice:
                                           key=f"{sc.path}/{k}", value=raw)
                     keys[k] = int(raw)
                 st = BackendStream(self, sc)
-                streams.append(st)
+                self.streams.append(st)
                 st.connect(self.backend.mapper, self.backend.evtchn, keys)
                 self.backend.ports[st.req_port] = st
                 self.backend.ports[st.evt_port] = None
-            self.streams = streams
         except (PvSndError, OSError) as exc:
             logger.error("%s: connect failed: %s", self.name, exc)
-            for st in locals().get("streams", []):
-                st.release(self.backend.mapper, self.backend.evtchn)
-            self.streams = []
+            self.release()  # not Connected yet: unmaps and unbinds, writes no state
             self.write_state(XenbusState.CLOSING)
             self.write_state(XenbusState.CLOSED)
             return
