@@ -141,8 +141,8 @@ _BCODES = {"N": BackendAction.NONE, "I": BackendAction.INIT_WAIT,
 #                 UNK  INI  IWT  IND  CON  CLG  CLD  RCG  RCD
 BACKEND_TABLE = _grid("""
 UNKNOWN:          X    X    X    X    X    X    X    X    X
-INITIALISING:     N    I    N    C    C    N    N    N    N
-INIT_WAIT:        N    N    N    C    C    N    N    N    N
+INITIALISING:     N    I    N    C    N    N    N    N    N
+INIT_WAIT:        N    N    N    C    N    N    N    N    N
 INITIALISED:      X    X    X    X    X    X    X    X    X
 CONNECTED:        R    R    N    N    N    R    R    N    N
 CLOSING:          N    N    N    N    N    N    N    N    N

@@ -48,7 +48,13 @@ from ..protocol.sndif import (
     TriggerReq,
     UnknownReq,
 )
-from ..protocol.xenbus import XenbusState, parse_state
+from ..protocol.xenbus import (
+    BackendAction,
+    XenbusState,
+    backend_on_frontend,
+    backend_startup,
+    parse_state,
+)
 from ..transport.base import EventChannel, GrantMapper, SharedPages, Transport
 from ..transport.memory import NativeIndexOps
 from .wavfile import WavInfo
@@ -492,6 +498,7 @@ class VsndDevice:
         self.fe_dir = backend.xs.read(f"{be_dir}/frontend") or ""
         self.streams: list[BackendStream] = []
         self.state = XenbusState.UNKNOWN
+        self._last_fe: XenbusState | None = None  # the frontend state we acted on
         self.config: CardConfig | None = None
 
     @property
@@ -504,35 +511,38 @@ class VsndDevice:
         logger.info("%s: backend state %s", self.name, state.name)
 
     def start(self) -> None:
-        # Whatever a previous backend process left (Connected, say) is not
-        # backed by anything in this process: offer a fresh InitWait, which
-        # also tells a connected frontend to republish (sndif-protocol.md 3).
-        self.write_state(XenbusState.INIT_WAIT)
-        # A frontend still Connected to the dead backend must see InitWait
-        # and republish; one waiting in Initialised has fresh rings for us.
-        if self.fe_state() == XenbusState.INITIALISED:
-            self.connect()
+        """First reaction of this process (``backend_startup``): whatever state
+        a previous backend left is not backed by any mapping of ours."""
+        found = self._read_state(self.be_dir)
+        fe = self._read_state(self.fe_dir)
+        self._last_fe = fe
+        self._perform(backend_startup(found, fe))
 
-    def fe_state(self) -> XenbusState:
+    def _read_state(self, directory: str) -> XenbusState:
         try:
-            return parse_state(self.backend.xs.read(f"{self.fe_dir}/state"))
+            return parse_state(self.backend.xs.read(f"{directory}/state"))
         except RemoteProtocolError as exc:
             logger.warning("%s: %s", self.name, exc)
             return XenbusState.UNKNOWN
 
     def on_frontend_state(self) -> None:
-        fe = self.fe_state()
-        be = self.state
-        if be == XenbusState.INIT_WAIT and fe == XenbusState.INITIALISED:
-            # Not on Connected: that frontend still talks to a dead backend's
-            # rings and will republish once it sees our InitWait.
-            self.connect()
-        elif be == XenbusState.CONNECTED and fe in (XenbusState.INITIALISING, XenbusState.CLOSING,
-                                                   XenbusState.CLOSED, XenbusState.UNKNOWN):
+        """A watch fired: act only on a changed frontend state (xenbus.py Rule 2:
+        watches fire once when set and may fire spuriously)."""
+        fe = self._read_state(self.fe_dir)
+        if fe == self._last_fe:
+            return
+        self._last_fe = fe
+        action = backend_on_frontend(self.state, fe)
+        if action is BackendAction.RELEASE:
             logger.info("%s: frontend went %s, releasing", self.name, fe.name)
+        self._perform(action)
+
+    def _perform(self, action: BackendAction) -> None:
+        if action is BackendAction.CONNECT:
+            self.connect()
+        elif action is BackendAction.RELEASE:
             self.release()
-        elif be == XenbusState.CLOSED and fe in (XenbusState.INITIALISING, XenbusState.CLOSED,
-                                                XenbusState.UNKNOWN):
+        elif action is BackendAction.INIT_WAIT:
             self.write_state(XenbusState.INIT_WAIT)
 
     def connect(self) -> None:

@@ -264,14 +264,16 @@ _NONE_ROW = {st: _BA.NONE for st in XenbusState}
 # Own backend state -> {frontend state -> action}; libxenbe
 # FrontendHandlerBase::onState* unless noted.
 _BACKEND: dict[XenbusState, dict[XenbusState, BackendAction]] = {
+    # Not CONNECT on a Connected frontend (libxenbe does): while we are not
+    # connected, that frontend talks to the rings of a backend that died and
+    # republishes once it sees our InitWait.  Mapping those rings raced its
+    # unsharing (seen in tests/test_e2e_sim.py's backend restart).
     _S.INITIALISING: _NONE_ROW | {
         _S.INITIALISING: _BA.INIT_WAIT,
         _S.INITIALISED: _BA.CONNECT,
-        _S.CONNECTED: _BA.CONNECT,
     },
     _S.INIT_WAIT: _NONE_ROW | {
         _S.INITIALISED: _BA.CONNECT,
-        _S.CONNECTED: _BA.CONNECT,
     },
     _S.CONNECTED: _NONE_ROW | {
         # libxenbe ignores a vanished fe state node; we release: the frontend
