@@ -64,6 +64,9 @@ logger = logging.getLogger(__name__)
 # Refuse buffers beyond this even if the config allows more: bounds the grant
 # count and the directory chain a guest can make us walk.
 MAX_BUFFER_BYTES = 16 * 1024 * 1024
+# How far ahead of playback a guest may write: one buffer, plus one more for a
+# guest whose interpolated pointer runs ahead of our period-granular playing.
+QUEUE_BUFFERS = 2
 
 
 class RequestFailed(Exception):
@@ -114,6 +117,10 @@ class BackendStream:
     def _reset_positions(self) -> None:
         self.written = 0   # playback: valid data end (octets since origin)
         self.done = 0      # octets played (captured) since origin
+        # Playback: a private copy of [done, written), taken at WRITE time, so
+        # that a guest writing ahead of an interpolated pointer never
+        # overwrites what we have not played; a rewrite truncates it.
+        self.queued = bytearray()
         self.read_pos = 0  # capture: octets confirmed by READ
         self.anchor_t = 0.0
         self.anchor_frames = 0
@@ -301,16 +308,14 @@ class BackendStream:
         self._reset_open_state()
 
     def _abs_write_pos(self, offset: int) -> int:
-        """The stream position a ring offset refers to, from the unplayed region."""
-        bs = self.buffer_sz
-        if offset == self.written % bs and self.written - self.done < bs:
-            return self.written  # append: the normal case
-        base = self.done - self.done % bs + offset
-        pos = base if base >= self.done else base + bs
-        if pos > self.written:
+        """The stream position a ring offset refers to: the end of the data
+        (append), else the latest earlier position (a rewrite after a rewind)."""
+        end = self.written
+        pos = end - (end - offset) % self.buffer_sz
+        if pos < 0:
             raise RequestFailed(-errno.EINVAL, f"WRITE offset {offset} is neither the end of the "
-                                f"data ({self.written % bs}) nor inside the unplayed part")
-        return pos  # rewrite after a rewind: truncate to this write
+                                f"data ({end % self.buffer_sz}) nor inside it")
+        return pos
 
     def _write(self, req: RwReq, now: float) -> None:
         self._need_open()
@@ -318,9 +323,17 @@ class BackendStream:
             raise RequestFailed(-errno.EINVAL, "WRITE on a capture stream")
         self._check_range(req)
         pos = self._abs_write_pos(req.offset)
-        if pos + req.length - self.done > self.buffer_sz:
-            raise RequestFailed(-errno.ENOSPC, "WRITE beyond one buffer ahead of playback")
-        self.written = pos + req.length
+        if pos + req.length - self.done > QUEUE_BUFFERS * self.buffer_sz:
+            raise RequestFailed(-errno.ENOSPC, f"WRITE beyond {QUEUE_BUFFERS} buffers ahead "
+                                "of playback")
+        if self.running:
+            self.step(now)  # play what is due before the queue changes
+        skip = max(0, self.done - pos)  # already played: a rewind that lost the race
+        assert self.buffer is not None
+        del self.queued[max(0, pos - self.done):]
+        if skip < req.length:
+            self.queued += self.buffer.buf[req.offset + skip:req.offset + req.length]
+        self.written = max(self.done, pos + req.length)
         if self.running:
             self.step(now)
 
@@ -449,9 +462,9 @@ class BackendStream:
         return self.anchor_t + (frames - self.anchor_frames) / self.info.rate
 
     def _play(self, start: int, end: int) -> None:
-        assert self.buffer is not None
-        for off, n in wrap_pieces(start, end - start, self.buffer_sz):
-            self.sink.write(bytes(self.buffer.buf[off:off + n]))
+        n = end - start
+        self.sink.write(bytes(self.queued[:n]))
+        del self.queued[:n]
         self.done = end
 
     def _record(self, start: int, end: int) -> None:
