@@ -25,6 +25,9 @@ void *pvplug_reserve_pages(size_t pages);
 int pvplug_map_page_at(void *base, size_t index, int fd, int64_t offset,
                        int writable);
 int pvplug_unmap_pages(void *base, size_t pages);
+int pvplug_timer_create(void);
+int pvplug_timer_arm(int fd, double when);
+int pvplug_close_fd(int fd);
 
 /* libxenevtchn (xenevtchn.h) */
 typedef struct xenevtchn_handle xenevtchn_handle;

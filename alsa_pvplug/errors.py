@@ -90,6 +90,12 @@ class RemoteProtocolError(PvSndError):
     errno = _errno.EIO
 
 
+class DeviceBusy(PvSndError):
+    """The card or stream is in use (another process, or this one)."""
+
+    errno = _errno.EBUSY
+
+
 class Xrun(PvSndError):
     """Under-/overrun detected on the pointer path."""
 

@@ -173,6 +173,7 @@ class Card:
                 st.close()
             except PvSndError as exc:
                 logger.warning("closing %s: %s", st.name, exc)
+        was_up = self.connected or self._published
         try:
             if self.connected and self._lost is None:
                 # Linux xen_drv_remove: Closing, then give the backend up to
@@ -188,7 +189,7 @@ class Card:
             if self._watching:
                 self.xs.unwatch(f"{self.be_dir}/state", _BE_STATE_TOKEN)
                 self._watching = False
-            if self.connected or self._published:
+            if was_up:  # (seeing the backend leave Connected cleared self.connected)
                 self._write_state(XenbusState.INITIALISING)
         except PvSndError as exc:
             logger.warning("vsnd %d close: %s", self.devid, exc)
@@ -307,6 +308,7 @@ class Stream:
         self.appl = 0  # frames written (playback) / read (capture) since OPEN/STOP
         self.cur_pos_events = 0  # CUR_POS events applied over the stream's life
         self._in_flight_frames = 0  # frames of the WRITE awaiting its answer
+        self._high = 0  # playback: the furthest end written (a rewind moves appl back)
 
     # -- rings (called by Card) --------------------------------------------
     def _alloc_rings(self, sharer: GrantSharer, evtchn: EventChannel, be_domid: int) -> None:
@@ -370,7 +372,7 @@ class Stream:
         if self.proto.state == StreamState.CLOSED or not self.frame_bytes:
             return  # no stream instance; stale ones are dropped by reset() at OPEN/STOP
         limit = None if self.config.is_capture \
-            else (self.appl + self._in_flight_frames) * self.frame_bytes
+            else (max(self.appl, self._high) + self._in_flight_frames) * self.frame_bytes
         for slot in slots:
             evt = sndif.decode_event(slot)
             if evt is None:
@@ -458,7 +460,7 @@ class Stream:
         self.format, self.channels, self.rate, self.frame_bytes = fmt, channels, rate, fb
         self.buffer_frames, self.period_frames = buffer_frames, period_frames
         self.start_threshold = buffer_frames if start_threshold is None else start_threshold
-        self.appl = 0
+        self.appl = self._high = 0
         assert self.evt_ring is not None
         self.evt_ring.reset()
 
@@ -495,7 +497,7 @@ class Stream:
     def stop(self) -> None:
         """TRIGGER STOP: the backend drops what it has not played; counters restart."""
         self._trigger(Trigger.STOP)
-        self.appl = 0
+        self.appl = self._high = 0
         assert self.evt_ring is not None
         self.evt_ring.reset()
 
@@ -574,6 +576,49 @@ class Stream:
             if self.state == StreamState.OPENED and self.appl >= self.start_threshold:
                 self.start()
         return total
+
+    def write_at(self, pos: int, data: Any) -> None:
+        """Put whole frames at stream position ``pos`` and WRITE them.  ``pos``
+        is the end of the data, or behind it after a rewind: the backend then
+        replaces what it has not played (the ALSA plugin's transfer)."""
+        self._check()
+        if self.buffer is None or self.config.is_capture:
+            raise LocalProtocolError(f"{self.name}: write_at needs an open playback stream")
+        raw = memoryview(data).cast("B")
+        n = len(raw) // self.frame_bytes
+        done = 0
+        for off, cnt in wrap_pieces(pos, n, self.buffer_frames):
+            b0, nb = off * self.frame_bytes, cnt * self.frame_bytes
+            self.buffer.buf[b0:b0 + nb] = raw[done:done + nb]
+            self._in_flight_frames = cnt
+            try:
+                self._request(self.proto.rw(Op.WRITE, b0, nb), "WRITE")
+            finally:
+                self._in_flight_frames = 0
+            done += nb
+            self.appl = pos + done // self.frame_bytes
+            self._high = max(self._high, self.appl)
+
+    def read_at(self, pos: int, out: Any) -> None:
+        """Fill ``out`` with the captured frames from stream position ``pos``.
+        READs only what was not read before, so asking twice for the same
+        frames (ALSA's mmap_begin) is harmless."""
+        self._check()
+        if self.buffer is None or not self.config.is_capture:
+            raise LocalProtocolError(f"{self.name}: read_at needs an open capture stream")
+        dst = memoryview(out).cast("B")
+        n = len(dst) // self.frame_bytes
+        if pos + n > self.appl:
+            start = self.appl  # the backend confirms in order, skipped frames too
+            for off, cnt in wrap_pieces(start, pos + n - start, self.buffer_frames):
+                self._request(self.proto.rw(Op.READ, off * self.frame_bytes,
+                                            cnt * self.frame_bytes), "READ")
+                self.appl += cnt
+        done = 0
+        for off, cnt in wrap_pieces(pos, n, self.buffer_frames):
+            b0, nb = off * self.frame_bytes, cnt * self.frame_bytes
+            dst[done:done + nb] = self.buffer.buf[b0:b0 + nb]
+            done += nb
 
     def drain(self) -> None:
         """Play out everything written, then STOP."""

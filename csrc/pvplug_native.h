@@ -11,6 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
 
 static uint32_t pvplug_load_u32(const void *base, size_t off)
 {
@@ -68,6 +71,36 @@ static int pvplug_map_page_at(void *base, size_t index, int fd,
 static int pvplug_unmap_pages(void *base, size_t pages)
 {
 	return munmap(base, pages * 4096);
+}
+
+/*
+ * The plugin's poll descriptor: a CLOCK_MONOTONIC timerfd that Python arms
+ * for the moment the stream will be ready (the emulated period interrupt).
+ * Arming resets the expiry count, so a re-armed timer is not readable.
+ */
+static int pvplug_timer_create(void)
+{
+	return timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+}
+
+/* Fire at absolute monotonic time `when` (seconds); <= 0 disarms.  A time in
+ * the past fires at once: the fd stays readable until re-armed. */
+static int pvplug_timer_arm(int fd, double when)
+{
+	struct itimerspec its = { { 0, 0 }, { 0, 0 } };
+
+	if (when > 0) {
+		its.it_value.tv_sec = (time_t)when;
+		its.it_value.tv_nsec = (long)((when - (double)its.it_value.tv_sec) * 1e9);
+		if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+			its.it_value.tv_nsec = 1;
+	}
+	return timerfd_settime(fd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+static int pvplug_close_fd(int fd)
+{
+	return close(fd);
 }
 
 #endif /* PVPLUG_NATIVE_H */

@@ -1,0 +1,120 @@
+"""Compile ``libasound_module_pcm_pvplug.so`` (cffi embedding).
+
+The plugin is built for the interpreter that runs this code and remembers
+where it lives: the shim starts that interpreter (its home, isolated from the
+host's environment) and the init code adds this installation's site
+directories, so a C host such as ``aplay`` finds Python and our package
+whatever its environment says.
+"""
+
+from __future__ import annotations
+
+import shutil
+import site
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+PLUGIN_NAME = "libasound_module_pcm_pvplug.so"
+CSRC = Path(__file__).resolve().parents[2] / "csrc"
+
+PY_CDEF = """
+struct pvplug_hw {
+    unsigned int formats[64];
+    int n_formats;
+    unsigned int rates[64];
+    int n_rates;
+    unsigned int channels_min, channels_max;
+    unsigned int period_bytes_min, period_bytes_max;
+    unsigned int buffer_bytes_min, buffer_bytes_max;
+    unsigned int periods_min, periods_max;
+    int fds[2];
+    int n_fds;
+};
+extern "Python" int pvplug_py_open(const char *, int, int, int, const char **,
+                                   const char **, struct pvplug_hw *, char *, size_t);
+extern "Python" int pvplug_py_hw_params(int, int, int, unsigned int, unsigned int,
+                                        unsigned long, unsigned long);
+extern "Python" int pvplug_py_sw_params(int, unsigned long, unsigned long,
+                                        unsigned long, unsigned long);
+extern "Python" int pvplug_py_prepare(int);
+extern "Python" int pvplug_py_start(int, unsigned long);
+extern "Python" int pvplug_py_stop(int);
+extern "Python" long pvplug_py_pointer(int, unsigned long);
+extern "Python" long pvplug_py_transfer(int, unsigned long, char *, unsigned long);
+extern "Python" int pvplug_py_drain(int, unsigned long, int);
+extern "Python" int pvplug_py_pause(int, int);
+extern "Python" int pvplug_py_delay(int, unsigned long, long *);
+extern "Python" int pvplug_py_poll_revents(int, unsigned long);
+extern "Python" int pvplug_py_hw_free(int);
+extern "Python" int pvplug_py_close(int);
+"""
+
+INIT_CODE = """
+import site, sys
+for _d in {site_dirs!r}:
+    if _d not in sys.path:
+        site.addsitedir(_d)
+from _pvplug_plugin import ffi, lib
+from alsa_pvplug.glue import embed
+embed.register(ffi, lib)
+"""
+
+
+def site_dirs() -> list[str]:
+    """Where this installation finds our package and its dependencies."""
+    dirs = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    pkg_parent = str(Path(__file__).resolve().parents[2])
+    if pkg_parent not in dirs:
+        dirs.append(pkg_parent)  # a source checkout
+    return dirs
+
+
+def _c_string(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def build_plugin(out_dir: str | Path, *, extra_site_dirs: list[str] | None = None,
+                 site_dirs_override: list[str] | None = None, verbose: bool = False) -> Path:
+    """Compile the plugin into ``out_dir``; returns its path."""
+    from cffi import FFI
+
+    if not (CSRC / "pcm_pvplug.c").is_file():
+        raise FileNotFoundError(f"{CSRC}/pcm_pvplug.c missing: the plugin builds from a "
+                                "source checkout (pip install -e)")
+    libdir = sysconfig.get_config_var("LIBDIR")
+    soname = sysconfig.get_config_var("INSTSONAME")
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        raise RuntimeError(f"{sys.executable} has no shared libpython; the plugin embeds it")
+    dirs = site_dirs_override if site_dirs_override is not None else \
+        site_dirs() + list(extra_site_dirs or [])
+    ffi = FFI()
+    ffi.cdef(PY_CDEF)
+    ffi.embedding_api("")
+    ffi.set_source(
+        "_pvplug_plugin",
+        '#include "pcm_pvplug.c"\n',
+        include_dirs=[str(CSRC)],
+        libraries=["asound", "dl"],
+        library_dirs=[libdir],
+        define_macros=[
+            ("PIC", None),
+            ("PVPLUG_LIBPYTHON", _c_string(soname)),
+            ("PVPLUG_PYTHON_HOME", _c_string(sys.base_prefix)),
+            ("PVPLUG_PYTHON_EXE", _c_string(sys.executable)),
+        ],
+        extra_compile_args=["-Wall", "-Wno-unused-function", "-Wno-unused-parameter"],
+        # nodelete: alsa-lib dlcloses plugin modules, Python cannot be unloaded.
+        extra_link_args=["-Wl,-z,nodelete", f"-Wl,-rpath,{libdir}"],
+    )
+    ffi.embedding_init_code(INIT_CODE.format(site_dirs=dirs))
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pvplug-build-") as tmp:
+        built = ffi.compile(tmpdir=tmp, target="plugin.*", verbose=verbose)
+        dest = out / PLUGIN_NAME
+        tmp_dest = out / (PLUGIN_NAME + ".tmp")
+        shutil.copyfile(built, tmp_dest)
+        tmp_dest.rename(dest)  # atomic: a running host keeps its mapping
+    return dest
