@@ -3,6 +3,7 @@
     pvplug sim --dir DIR              the simulated hypervisor (dom0 + dom1, one vsnd card)
     pvplug backend --sim-dir DIR ...  the reference backend (dom0 side)
     pvplug demo                       sim + backend + a Python frontend, with a summary
+    pvplug install [--user] ...       build the ALSA plugin, write the pcm.pvplug snippet
 """
 
 from __future__ import annotations
@@ -174,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dir", help="work directory (default: a new temporary one)")
     d.add_argument("--seconds", type=float, default=2.0)
     d.set_defaults(func=cmd_demo)
+
+    i = sub.add_parser("install", help="build and install the ALSA plugin and its config")
+    from .glue import install
+
+    install.add_arguments(i)
+    i.set_defaults(func=install.run)
     return p
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -90,19 +91,25 @@ class _ConstSource:
 
 
 class WavFileSource:
-    """Plays a WAV file once, then silence.  Its format must match the OPEN."""
+    """Plays a WAV file once, then silence.  Its format must match the OPEN.
+    ``path`` may be a directory: the first ``*.wav`` in it (by name) whose
+    format matches the OPEN is played (one backend, many test formats)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.info, self.data = read_wav(path)
+        files = sorted(Path(path).glob("*.wav")) if Path(path).is_dir() else [Path(path)]
+        self.files = [(f, *read_wav(str(f))) for f in files]
+        if not self.files:
+            raise ConfigError(f"wav source {path}: no .wav file", key="source")
 
     def open(self, info: WavInfo, label: str) -> "_BytesSource":
-        if info != self.info:
-            raise ConfigError(
-                f"wav source {self.path} is {self.info.format.name}/{self.info.channels}ch/"
-                f"{self.info.rate}Hz, the stream opened {info.format.name}/{info.channels}ch/"
-                f"{info.rate}Hz", key="source")
-        return _BytesSource(self.data, silence_byte(info.format))
+        for _f, finfo, data in self.files:
+            if finfo == info:
+                return _BytesSource(data, silence_byte(info.format))
+        have = ", ".join(f"{i.format.name}/{i.channels}ch/{i.rate}Hz" for _f, i, _d in self.files)
+        raise ConfigError(
+            f"wav source {self.path} has {have}; the stream opened "
+            f"{info.format.name}/{info.channels}ch/{info.rate}Hz", key="source")
 
 
 class _BytesSource:
