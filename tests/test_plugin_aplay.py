@@ -1,33 +1,61 @@
-"""alsa-utils through the real plugin: aplay, arecord, speaker-test."""
+"""alsa-utils through the real plugin: aplay, arecord, speaker-test, and the
+hw_params space it offers."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from alsa_pvplug.backend.wavfile import read_wav
-from alsa_pvplug.protocol.sndif import PcmFormat
+from alsa_pvplug.protocol.sndif import PcmFormat, frame_bytes
 
 from audio import make_signal, write_wav
 from conftest import PvEnv
 
-ALSA_NAMES = {PcmFormat.S16_LE: "S16_LE", PcmFormat.S32_LE: "S32_LE",
-              PcmFormat.FLOAT_LE: "FLOAT_LE"}
+FORMATS = [PcmFormat.S16_LE, PcmFormat.S32_LE, PcmFormat.FLOAT_LE]
+MATRIX = list(itertools.product(FORMATS, (1, 2, 6), (44100, 48000)))
+FRAMES = 6000  # a little over a period of aplay's default geometry at 44.1 kHz
 
 
-def assert_played(got: bytes, data: bytes, fmt: PcmFormat) -> None:
+def _ids(p: tuple[PcmFormat, int, int]) -> str:
+    return f"{p[0].name}-{p[1]}ch-{p[2]}"
+
+
+def _seed(fmt: PcmFormat, channels: int, rate: int) -> int:
+    return int(fmt) * 1000 + channels * 100 + rate // 1000
+
+
+def assert_played(got: bytes, data: bytes) -> None:
     """Bit-exact, allowing the silence aplay pads its last period with."""
     first_diff = next((i for i, (a, b) in enumerate(zip(got, data)) if a != b), None)
     assert first_diff is None and len(got) >= len(data), \
-        f"{len(got)} vs {len(data)} bytes; first difference at {first_diff}"
+        f"{len(got)} vs {len(data)} bytes; first difference at byte {first_diff}"
     assert not any(got[len(data):]), "the padding after the data is not silence"
 
 
-def _play_and_check(env: PvEnv, fmt: PcmFormat, channels: int, rate: int, *args: str,
-                    frames: int = 4000) -> str:
-    data = make_signal(fmt, channels, frames, seed=channels * rate)
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory, plugin_lib: Path) -> Iterator[PvEnv]:
+    """One sim + backend for the whole matrix; its capture source holds one
+    WAV per (format, channels, rate), picked by the stream's OPEN."""
+    root = tmp_path_factory.mktemp("aplay")
+    sources = root / "sources"
+    sources.mkdir()
+    for fmt, ch, rate in MATRIX:
+        write_wav(str(sources / f"{fmt.name}-{ch}-{rate}.wav"), fmt, ch, rate,
+                  make_signal(fmt, ch, FRAMES, seed=_seed(fmt, ch, rate) + 1))
+    env = PvEnv(root, plugin_lib, backend_args=["--source", f"wav:{sources}"])
+    try:
+        yield env
+    finally:
+        env.stop()
+
+
+def _play(env: PvEnv, fmt: PcmFormat, channels: int, rate: int, *args: str) -> str:
+    data = make_signal(fmt, channels, FRAMES, seed=_seed(fmt, channels, rate))
     src = env.root / f"in-{fmt.name}-{channels}-{rate}.wav"
     write_wav(str(src), fmt, channels, rate, data)
     before = set(env.played())
@@ -36,9 +64,93 @@ def _play_and_check(env: PvEnv, fmt: PcmFormat, channels: int, rate: int, *args:
     assert len(new) == 1, (new, c.output)
     info, got = read_wav(str(new[0]))
     assert (info.format, info.channels, info.rate) == (fmt, channels, rate)
-    assert_played(got, data, fmt)
+    assert_played(got, data)
     return c.output
 
 
-def test_aplay_s16_stereo_bit_exact(pvenv: PvEnv) -> None:
-    _play_and_check(pvenv, PcmFormat.S16_LE, 2, 48000)
+@pytest.mark.parametrize("fmt,channels,rate", MATRIX, ids=[_ids(p) for p in MATRIX])
+def test_aplay_bit_exact(shared: PvEnv, fmt: PcmFormat, channels: int, rate: int) -> None:
+    _play(shared, fmt, channels, rate)
+
+
+@pytest.mark.parametrize("fmt,channels,rate", MATRIX, ids=[_ids(p) for p in MATRIX])
+def test_arecord_bit_exact(shared: PvEnv, fmt: PcmFormat, channels: int, rate: int) -> None:
+    out = shared.root / f"rec-{_ids((fmt, channels, rate))}.wav"
+    frames = FRAMES - 1000
+    shared.run(["arecord", "-q", "-D", "pvplug", "-f", fmt.name, "-c", str(channels),
+                "-r", str(rate), "-s", str(frames), str(out)])
+    info, got = read_wav(str(out))
+    want = make_signal(fmt, channels, FRAMES, seed=_seed(fmt, channels, rate) + 1)
+    assert (info.format, info.channels, info.rate) == (fmt, channels, rate)
+    assert len(got) == frames * frame_bytes(fmt, channels)
+    assert got == want[:len(got)]
+
+
+def test_aplay_mmap_bit_exact(shared: PvEnv) -> None:
+    out = _play(shared, PcmFormat.S16_LE, 2, 48000, "-M", "-v")
+    assert re.search(r"access\s*:\s*MMAP_INTERLEAVED", out), out
+
+
+def test_aplay_small_periods_mmap_bit_exact(shared: PvEnv) -> None:
+    _play(shared, PcmFormat.S32_LE, 2, 48000, "-M", "--period-size=256", "--buffer-size=1024")
+
+
+@pytest.mark.parametrize("extra", [[], ["-M"], ["-N"],
+                                   ["--period-size=256", "--buffer-size=1024"]],
+                         ids=["rw", "mmap", "nonblock", "small"])
+def test_aplay_test_position_reports_nothing(shared: PvEnv, extra: list[str]) -> None:
+    out = _play(shared, PcmFormat.S16_LE, 2, 48000, "--test-position", *extra)
+    assert "Suspicious" not in out, out
+
+
+def test_arecord_test_position_reports_nothing(shared: PvEnv) -> None:
+    out = shared.root / "rec-position.wav"
+    c = shared.run(["arecord", "-D", "pvplug", "-f", "S16_LE", "-c", "2", "-r", "48000",
+                    "-s", str(FRAMES - 1000), "--test-position", str(out)])
+    assert "Suspicious" not in c.output, c.output
+
+
+def test_dump_hw_params_shows_the_xenstore_config(shared: PvEnv) -> None:
+    """The default simulated card (sim/toolstack.DEFAULT_VSND): formats
+    u8;s16_le;s24_le;s32_le;f32_le, channels 1..8, rates 8000..96000, a
+    1 MiB buffer."""
+    src = shared.root / "dump.wav"
+    write_wav(str(src), PcmFormat.S16_LE, 2, 48000, bytes(4 * 4800))
+    c = shared.run(["aplay", "-D", "pvplug", "--dump-hw-params", str(src)])
+    params = dict(re.findall(r"^([A-Z_]+):\s*(.*?)\s*$", c.output, re.M))
+    assert set(params["ACCESS"].split()) == {"MMAP_INTERLEAVED", "RW_INTERLEAVED"}
+    assert set(params["FORMAT"].split()) == {"U8", "S16_LE", "S24_LE", "S32_LE", "FLOAT_LE"}
+    assert params["CHANNELS"] == "[1 8]"
+    assert params["RATE"] == "[8000 96000]"
+    assert params["BUFFER_BYTES"] == "[128 1048576]"
+    assert params["PERIODS"] == "[2 1024]"
+    assert params["PERIOD_BYTES"] == "[64 524288]"
+
+
+def test_speaker_test_completes(shared: PvEnv) -> None:
+    c = shared.run(["speaker-test", "-D", "pvplug", "-c", "2", "-l", "2"], timeout=60)
+    assert c.output.count("Front Right") == 2, c.output
+
+
+def test_aplay_lists_the_hint(shared: PvEnv) -> None:
+    c = shared.run(["aplay", "-L"])
+    assert re.search(r"^pvplug\n\s+Xen para-virtual sound", c.output, re.M), c.output
+
+
+def test_second_process_gets_ebusy_until_the_first_exits(shared: PvEnv) -> None:
+    from conftest import Proc, wait_until
+
+    src = shared.root / "long.wav"
+    write_wav(str(src), PcmFormat.S16_LE, 2, 48000, bytes(4 * 48000 * 3))
+    first = Proc(["aplay", "-D", "pvplug", str(src)], shared.root / "first.log", env=shared.env)
+    try:
+        wait_until(lambda: "Playing" in first.output() or not first.alive, 10, "first aplay")
+        c = shared.run(["aplay", "-D", "pvplug", str(src)], check=False)
+        assert c.rc != 0
+        assert "in use by process" in c.output and "Device or resource busy" in c.output, \
+            c.output
+        first.stop(sig_kill=True)
+        assert first.proc.returncode == -9
+    finally:
+        first.stop(sig_kill=True)
+    _play(shared, PcmFormat.S16_LE, 2, 48000)
