@@ -48,6 +48,7 @@ from .transport.memory import NativeIndexOps
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 3.0
+SHORT_TIMEOUT = 0.5  # per request after one went unanswered
 _BE_STATE_TOKEN = "pvplug-be-state"
 
 
@@ -309,6 +310,7 @@ class Stream:
         self.cur_pos_events = 0  # CUR_POS events applied over the stream's life
         self._in_flight_frames = 0  # frames of the WRITE awaiting its answer
         self._high = 0  # playback: the furthest end written (a rewind moves appl back)
+        self._unanswered = False  # the last request timed out
 
     # -- rings (called by Card) --------------------------------------------
     def _alloc_rings(self, sharer: GrantSharer, evtchn: EventChannel, be_domid: int) -> None:
@@ -397,12 +399,17 @@ class Stream:
         self.ring.put_request(sndif.encode_request(req))
         if self.ring.push_requests():
             self.card.evtchn.notify(self.req_port)
-        deadline = time.monotonic() + self.card.timeout
+        # After a timeout, tearing down (STOP, CLOSE) must not wait a full
+        # timeout per request again: be brief until the backend answers.
+        timeout = self.card.timeout if not self._unanswered else min(self.card.timeout,
+                                                                     SHORT_TIMEOUT)
+        deadline = time.monotonic() + timeout
         try:
             while True:
                 while self._responses:
                     got = self.proto.receive(self._responses.popleft())
                     if got is not None:
+                        self._unanswered = False
                         return got
                 if self._error is not None:
                     raise self._error
@@ -410,7 +417,8 @@ class Stream:
                     raise BackendGone(what, self.card._lost)
                 now = time.monotonic()
                 if now >= deadline:
-                    raise BackendTimeout(what, self.card.timeout)
+                    self._unanswered = True
+                    raise BackendTimeout(what, timeout)
                 self.card.process(min(deadline - now, 0.5))
         except (BackendTimeout, BackendGone, RemoteProtocolError):
             self.proto.abandon()

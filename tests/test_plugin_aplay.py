@@ -177,3 +177,70 @@ def test_asoundrc_example_plays(shared: PvEnv, plugin_lib: Path) -> None:
                    env={"ALSA_CONFIG_PATH": f"{SYSTEM_ALSA_CONF}:{conf}"})
         (new,) = sorted(set(shared.played()) - before)
         assert_played(read_wav(str(new))[1], data)
+
+
+def _long_wav(env: PvEnv, seconds: float = 5) -> Path:
+    src = env.root / "long.wav"
+    write_wav(str(src), PcmFormat.S16_LE, 2, 48000,
+              make_signal(PcmFormat.S16_LE, 2, int(48000 * seconds), seed=5))
+    return src
+
+
+def _playing(env: PvEnv, src: Path) -> "Proc":
+    from conftest import Proc, wait_until
+
+    p = Proc(["aplay", "-D", "pvplug", str(src)], env.root / "victim.log", env=env.env)
+    wait_until(lambda: len(env.played()) > 0 and env.played()[-1].stat().st_size > 48000 * 4 // 4
+               or not p.alive, 10, "aplay playing")
+    assert p.alive, p.output()
+    return p
+
+
+def test_backend_killed_mid_stream_aplay_fails_fast_then_restart_plays(pvenv: PvEnv) -> None:
+    import time
+
+    src = _long_wav(pvenv)
+    victim = _playing(pvenv, src)
+    try:
+        assert pvenv.backend is not None
+        pvenv.backend.stop(sig_kill=True)
+        t0 = time.monotonic()
+        rc = victim.proc.wait(10)
+        elapsed = time.monotonic() - t0
+        # Killed, it never says Closed: as on Xen, the request timeout (3 s)
+        # ends the write, teardown waits briefly per request.
+        assert rc != 0 and elapsed < 7, (rc, elapsed, victim.output())
+        assert "pvplug" in victim.output()
+    finally:
+        victim.stop(sig_kill=True)
+    pvenv.start_backend()
+    data = make_signal(PcmFormat.S16_LE, 2, FRAMES, seed=6)
+    write_wav(str(src), PcmFormat.S16_LE, 2, 48000, data)
+    before = set(pvenv.played())
+    pvenv.run(["aplay", "-D", "pvplug", str(src)])
+    (new,) = sorted(set(pvenv.played()) - before)
+    assert_played(read_wav(str(new))[1], data)
+
+
+def test_backend_frozen_mid_stream_aplay_gives_up_within_bounds(pvenv: PvEnv) -> None:
+    """A backend that stops answering (SIGSTOP): the request timeout (3 s)
+    ends the write, teardown waits briefly per request; aplay exits."""
+    import os
+    import signal
+    import time
+
+    src = _long_wav(pvenv, 8)
+    victim = _playing(pvenv, src)
+    assert pvenv.backend is not None
+    pid = pvenv.backend.proc.pid
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        rc = victim.proc.wait(15)
+        elapsed = time.monotonic() - t0
+        assert rc != 0, victim.output()
+        assert elapsed < 7, (elapsed, victim.output())
+        assert "ETIMEDOUT" in victim.output() or "timed out" in victim.output(), victim.output()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        victim.stop(sig_kill=True)
