@@ -568,19 +568,9 @@ class Stream:
                 self._wait_for_position("waiting for the backend to consume")
                 continue
             n = min(avail, total - done)
-            for off, cnt in wrap_pieces(self.appl, n, self.buffer_frames):
-                b0, nb = off * self.frame_bytes, cnt * self.frame_bytes
-                src = (done * self.frame_bytes)
-                assert self.buffer is not None
-                self.buffer.buf[b0:b0 + nb] = raw[src:src + nb]
-                # The backend may play it (and say so) before it answers.
-                self._in_flight_frames = cnt
-                try:
-                    self._request(self.proto.rw(Op.WRITE, b0, nb), "WRITE")
-                finally:
-                    self._in_flight_frames = 0
-                self.appl += cnt
-                done += cnt
+            fb = self.frame_bytes
+            self.write_at(self.appl, raw[done * fb:(done + n) * fb])
+            done += n
             if self.state == StreamState.OPENED and self.appl >= self.start_threshold:
                 self.start()
         return total
@@ -598,6 +588,7 @@ class Stream:
         for off, cnt in wrap_pieces(pos, n, self.buffer_frames):
             b0, nb = off * self.frame_bytes, cnt * self.frame_bytes
             self.buffer.buf[b0:b0 + nb] = raw[done:done + nb]
+            # The backend may play it (and say so) before it answers.
             self._in_flight_frames = cnt
             try:
                 self._request(self.proto.rw(Op.WRITE, b0, nb), "WRITE")

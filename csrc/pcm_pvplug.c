@@ -27,19 +27,7 @@
 #define PVPLUG_MAX_OPTS 32
 #define PVPLUG_ERRLEN 512
 
-/* Shared with Python (declared again in the cdef). */
-struct pvplug_hw {
-	unsigned int formats[64];
-	int n_formats;
-	unsigned int rates[64];
-	int n_rates;
-	unsigned int channels_min, channels_max;
-	unsigned int period_bytes_min, period_bytes_max;
-	unsigned int buffer_bytes_min, buffer_bytes_max;
-	unsigned int periods_min, periods_max;
-	int fds[2];
-	int n_fds;
-};
+#include "pvplug_hw.h"
 
 /* Implemented in Python (extern "Python"); cffi wants static prototypes. */
 static int pvplug_py_open(const char *name, int stream, int mode, int nopts,

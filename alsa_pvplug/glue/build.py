@@ -20,18 +20,6 @@ PLUGIN_NAME = "libasound_module_pcm_pvplug.so"
 CSRC = Path(__file__).resolve().parents[2] / "csrc"
 
 PY_CDEF = """
-struct pvplug_hw {
-    unsigned int formats[64];
-    int n_formats;
-    unsigned int rates[64];
-    int n_rates;
-    unsigned int channels_min, channels_max;
-    unsigned int period_bytes_min, period_bytes_max;
-    unsigned int buffer_bytes_min, buffer_bytes_max;
-    unsigned int periods_min, periods_max;
-    int fds[2];
-    int n_fds;
-};
 extern "Python" int pvplug_py_open(const char *, int, int, int, const char **,
                                    const char **, struct pvplug_hw *, char *, size_t);
 extern "Python" int pvplug_py_hw_params(int, int, int, unsigned int, unsigned int,
@@ -62,6 +50,12 @@ embed.register(ffi, lib)
 """
 
 
+def _hw_struct() -> str:
+    """csrc/pvplug_hw.h without its comment: the one definition of the struct."""
+    text = (CSRC / "pvplug_hw.h").read_text()
+    return text[text.index("*/") + 2:]
+
+
 def site_dirs() -> list[str]:
     """Where this installation finds our package and its dependencies."""
     dirs = [p for p in site.getsitepackages() if Path(p).is_dir()]
@@ -90,7 +84,7 @@ def build_plugin(out_dir: str | Path, *, extra_site_dirs: list[str] | None = Non
     dirs = site_dirs_override if site_dirs_override is not None else \
         site_dirs() + list(extra_site_dirs or [])
     ffi = FFI()
-    ffi.cdef(PY_CDEF)
+    ffi.cdef(_hw_struct() + PY_CDEF)
     ffi.embedding_api("")
     ffi.set_source(
         "_pvplug_plugin",
