@@ -298,6 +298,9 @@ class Stream:
         self.buffer: SharedPages | None = None
         self.dir_pages: SharedPages | None = None
         self._responses: deque[sndif.Resp] = deque()
+        #: time.monotonic() just after the latest CUR_POS was taken off the
+        #: event ring (None before any): a position report's observation time
+        self.pos_seen_at: float | None = None
         self._error: PvSndError | None = None
         self.format = PcmFormat.S16_LE
         self.channels = 0
@@ -375,6 +378,7 @@ class Stream:
             return  # no stream instance; stale ones are dropped by reset() at OPEN/STOP
         limit = None if self.config.is_capture \
             else (max(self.appl, self._high) + self._in_flight_frames) * self.frame_bytes
+        seen = time.monotonic() if slots else 0.0
         for slot in slots:
             evt = sndif.decode_event(slot)
             if evt is None:
@@ -383,6 +387,7 @@ class Stream:
             try:
                 self.proto.position.on_event(evt, limit)
                 self.cur_pos_events += 1
+                self.pos_seen_at = seen
             except RemoteProtocolError as exc:
                 logger.warning("%s: %s", self.name, exc)
                 self._error = exc

@@ -70,8 +70,13 @@ def _c_string(s: str) -> str:
 
 
 def build_plugin(out_dir: str | Path, *, extra_site_dirs: list[str] | None = None,
-                 site_dirs_override: list[str] | None = None, verbose: bool = False) -> Path:
-    """Compile the plugin into ``out_dir``; returns its path."""
+                 site_dirs_override: list[str] | None = None, python_exe: str | None = None,
+                 verbose: bool = False) -> Path:
+    """Compile the plugin into ``out_dir``; returns its path.
+
+    ``python_exe`` is the program name the embedded interpreter starts as
+    (default: this one).  Its own site-packages (a venv's, via pyvenv.cfg)
+    always apply, on top of ``site_dirs_override`` or ``site_dirs()``."""
     from cffi import FFI
 
     if not (CSRC / "pcm_pvplug.c").is_file():
@@ -96,7 +101,7 @@ def build_plugin(out_dir: str | Path, *, extra_site_dirs: list[str] | None = Non
             ("PIC", None),
             ("PVPLUG_LIBPYTHON", _c_string(soname)),
             ("PVPLUG_PYTHON_HOME", _c_string(sys.base_prefix)),
-            ("PVPLUG_PYTHON_EXE", _c_string(sys.executable)),
+            ("PVPLUG_PYTHON_EXE", _c_string(python_exe or sys.executable)),
         ],
         extra_compile_args=["-Wall", "-Wno-unused-function", "-Wno-unused-parameter"],
         # nodelete: alsa-lib dlcloses plugin modules, Python cannot be unloaded.

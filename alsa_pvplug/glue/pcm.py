@@ -50,6 +50,9 @@ MIN_WAKE = 0.0005
 #: an interpolated position may run this far past the last report (seconds),
 #: on top of one period: reports are late by our polling, not only theirs
 SLACK_SECONDS = 0.005
+#: pointer() (called in tight loops) reads the rings directly and does the
+#: full processing (event channel, xenstore) at most this often (seconds)
+FULL_SYNC_INTERVAL = 0.01
 #: PERIODS_MAX keeps speaker-test's "largest buffer" sane together with the
 #: card's buffer size
 PERIODS_MAX = 1024
@@ -117,6 +120,7 @@ class PvPcm:
         self.clock: PositionClock | None = None
         self._reset_counters()
         self._closed = False
+        self._last_full = 0.0
 
     def _reset_counters(self) -> None:
         self.appl = 0      # absolute frames (ALSA's appl_ptr, unwrapped)
@@ -262,7 +266,7 @@ class PvPcm:
             now = time.monotonic()
             if enable:
                 self.stream.pause()
-                self._sync(now)
+                now = self._sync(now)
                 self.clock.freeze(now)
                 self.state = PcmState.PAUSED
                 native.pvplug_timer_arm(self.timer_fd, 0.0)
@@ -292,7 +296,7 @@ class PvPcm:
         while True:
             with self.lock:
                 now = time.monotonic()
-                self._sync(now)
+                now = self._sync(now)
                 if self._reported >= self.written:
                     self.hw = self.written
                     return
@@ -338,21 +342,34 @@ class PvPcm:
             delta -= self.boundary
         self.appl += delta
 
-    def _sync(self, now: float) -> None:
-        """Take events and responses; feed new reports to the clock."""
-        self.card.process(0)
+    def _sync(self, now: float, full: bool = True) -> float:
+        """Take events and responses; feed new reports to the clock.
+        Returns the time just after the events were taken: a report read
+        here may have been sent after ``now``, so it is observed at that
+        later time (an early time would put the clock ahead of the
+        backend for a whole window), and the caller's position is for it."""
+        if full or now - self._last_full >= FULL_SYNC_INTERVAL:
+            self.card.process(0)  # notifications, xenstore watches, every ring
+            self._last_full = now
+        else:
+            self.stream._poll_rings()  # shared memory only: no system call
+        now = time.monotonic()
         if self.stream._error is not None:
             err, self.stream._error = self.stream._error, None
             raise err
         if self.card._lost is not None:
             raise PvSndError(f"{self.stream.name}: {self.card._lost}", code=errno.ENODEV)
         if self.clock is None:
-            return
+            return now
         rep = self.stream.hw
         if rep != self._reported:
             self._reported = rep
             self._last_progress = now
-            self.clock.observe(rep, now)
+            # Observed when it was taken off the event ring, not now: one
+            # taken while a request waited (a WRITE) would count as late.
+            seen = self.stream.pos_seen_at
+            self.clock.observe(rep, now if seen is None else seen)
+        return now
 
     def _position(self, now: float) -> int:
         """The pointer, absolute, without side effects beyond ``self.hw``."""
@@ -396,7 +413,7 @@ class PvPcm:
                 raise Xrun(f"{self.stream.name}: xrun")
             if self.geometry is None:
                 return 0
-            self._sync(now)
+            now = self._sync(now, full=False)
             self._position(now)
             self._check_running(now)
             return self.hw % self.boundary
@@ -407,7 +424,7 @@ class PvPcm:
             self._set_appl(appl)
             if self.geometry is None or self.clock is None:
                 return 0
-            self._sync(now)
+            now = self._sync(now)
             if self.state in (PcmState.RUNNING, PcmState.DRAINING) and self.clock.running:
                 limit = None if self.capture else self.written
                 pos = max(self.hw, self.clock.estimate(now, limit=limit))
@@ -423,7 +440,7 @@ class PvPcm:
             if self.geometry is None:
                 return alsa.POLLERR
             try:
-                self._sync(now)
+                now = self._sync(now)
                 self._position(now)
                 self._check_running(now)
             except PvSndError as exc:
