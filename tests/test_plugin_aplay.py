@@ -92,11 +92,11 @@ def test_aplay_mmap_bit_exact(shared: PvEnv) -> None:
 
 
 def test_aplay_small_periods_mmap_bit_exact(shared: PvEnv) -> None:
-    _play(shared, PcmFormat.S32_LE, 2, 48000, "-M", "--period-size=256", "--buffer-size=1024")
+    _play(shared, PcmFormat.S32_LE, 2, 48000, "-M", "--period-size=512", "--buffer-size=2048")
 
 
 @pytest.mark.parametrize("extra", [[], ["-M"], ["-N"],
-                                   ["--period-size=256", "--buffer-size=1024"]],
+                                   ["--period-size=512", "--buffer-size=2048"]],
                          ids=["rw", "mmap", "nonblock", "small"])
 def test_aplay_test_position_reports_nothing(shared: PvEnv, extra: list[str]) -> None:
     out = _play(shared, PcmFormat.S16_LE, 2, 48000, "--test-position", *extra)
