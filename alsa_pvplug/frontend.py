@@ -612,17 +612,29 @@ class Stream:
             raise LocalProtocolError(f"{self.name}: read_at needs an open capture stream")
         dst = memoryview(out).cast("B")
         n = len(dst) // self.frame_bytes
+
+        def copy() -> None:
+            assert self.buffer is not None
+            done = 0
+            for off, cnt in wrap_pieces(pos, n, self.buffer_frames):
+                b0, nb = off * self.frame_bytes, cnt * self.frame_bytes
+                dst[done:done + nb] = self.buffer.buf[b0:b0 + nb]
+                done += nb
+
+        # Frames already reported captured are copied first and the READ
+        # then confirms they were not overwritten meanwhile (-EPIPE if they
+        # were); copying after the READ could return overwritten frames.
+        captured = pos + n <= self.hw
+        if captured:
+            copy()
         if pos + n > self.appl:
             start = self.appl  # the backend confirms in order, skipped frames too
             for off, cnt in wrap_pieces(start, pos + n - start, self.buffer_frames):
                 self._request(self.proto.rw(Op.READ, off * self.frame_bytes,
                                             cnt * self.frame_bytes), "READ")
                 self.appl += cnt
-        done = 0
-        for off, cnt in wrap_pieces(pos, n, self.buffer_frames):
-            b0, nb = off * self.frame_bytes, cnt * self.frame_bytes
-            dst[done:done + nb] = self.buffer.buf[b0:b0 + nb]
-            done += nb
+        if not captured:
+            copy()
 
     def drain(self) -> None:
         """Play out everything written, then STOP."""

@@ -275,6 +275,10 @@ static int pv_poll_revents(snd_pcm_ioplug_t *io, struct pollfd *pfd,
 	PV_GUARD(pv);
 	r = pvplug_py_poll_revents(pv->id, io->appl_ptr);
 	*revents = r < 0 ? POLLERR : (unsigned short)r;
+	/* snd_pcm_wait turns POLLERR into the state's error: make it -EPIPE
+	 * (recoverable), not -EIO, when we found an xrun. */
+	if ((*revents & POLLERR) && io->state == SND_PCM_STATE_RUNNING)
+		snd_pcm_ioplug_set_state(io, SND_PCM_STATE_XRUN);
 	return 0;
 }
 

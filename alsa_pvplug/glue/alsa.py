@@ -1,14 +1,15 @@
 """The ALSA numbers the glue needs (alsa/pcm.h, alsa/pcm_ioplug.h, poll.h).
 
 Kept as plain ints so that the callbacks can be driven without alsa-lib
-(``glue.harness``); ``tests/test_glue.py`` checks them against pyalsaaudio.
+(``glue.harness``); ``tests/test_plugin_options.py`` checks them against pyalsaaudio and
+the C headers.
 """
 
 from __future__ import annotations
 
 import select
 
-from ..protocol.sndif import PcmFormat
+from ..protocol.sndif import PcmFormat, sample_bytes
 
 STREAM_PLAYBACK = 0
 STREAM_CAPTURE = 1
@@ -36,3 +37,18 @@ def sndif_format(alsa_value: int) -> PcmFormat:
         if value == alsa_value:
             return fmt
     raise ValueError(f"ALSA format {alsa_value} has no sndif equivalent")
+
+
+def silence(fmt: PcmFormat, nbytes: int) -> bytes:
+    """``nbytes`` of silence: zeros, the midpoint for unsigned formats, the
+    codes for zero in mu-law and A-law."""
+    if fmt == PcmFormat.MU_LAW:
+        return b"\xff" * nbytes
+    if fmt == PcmFormat.A_LAW:
+        return b"\xd5" * nbytes
+    if not fmt.name.startswith("U"):
+        return bytes(nbytes)
+    width = sample_bytes(fmt)
+    bits = 24 if fmt.name.startswith("U24") else 8 * width
+    mid = (1 << (bits - 1)).to_bytes(width, "big" if fmt.name.endswith("_BE") else "little")
+    return mid * (nbytes // width)

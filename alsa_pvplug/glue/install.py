@@ -41,7 +41,8 @@ def render_conf(lib: Path | None, options: dict[str, object], name: str = "pvplu
     for key, value in options.items():
         if value is None:
             continue
-        shown = f'"{value}"' if isinstance(value, str) else str(value)
+        shown = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' \
+            if isinstance(value, str) else str(value)
         lines.append(f"\t{key} {shown}\n")
     return text.replace("@PCM_TYPE@", pcm_type).replace("@NAME@", name) \
         .replace("@OPTIONS@", "".join(lines))

@@ -322,9 +322,15 @@ class PvPcm:
             now = time.monotonic()
             if self.capture:
                 self.stream.read_at(self.appl, view)
+                self.appl += frames  # ioplug moves appl_ptr by what we return
+                self._rearm(now)
                 return frames
+            if self.appl > self.written:
+                # snd_pcm_forward skipped frames: the backend plays silence there.
+                gap = (self.appl - self.written) * g.frame_bytes
+                self.stream.write_at(self.written, alsa.silence(g.fmt, gap))
             self.stream.write_at(self.appl, view)
-            self.written = self.appl + frames
+            self.written = self.appl = self.appl + frames
             if self.dry and self.state in (PcmState.RUNNING, PcmState.DRAINING):
                 # The backend restarts its clock when data comes after a dry spell.
                 assert self.clock is not None

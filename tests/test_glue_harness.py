@@ -1,0 +1,503 @@
+"""The plugin's callbacks (``PvPcm``) driven the way alsa-lib's ioplug drives
+them (``glue.harness.IoplugHarness``), against the simulated hypervisor and a
+paced reference backend: bit-exact audio, rewind, pause, xruns, pointer,
+poll readiness, delay and boundary wrap, without alsa-lib in the way."""
+
+from __future__ import annotations
+
+import errno
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from alsa_pvplug.backend.wavfile import read_wav
+from alsa_pvplug.errors import LocalProtocolError, PvSndError, Xrun
+from alsa_pvplug.glue import alsa
+from alsa_pvplug.glue.harness import LONG_MAX, IoplugHarness, State, default_boundary
+from alsa_pvplug.protocol.sndif import PcmFormat
+
+from audio import make_signal, write_wav
+from conftest import Proc, Sim
+
+FMT, CH, RATE = PcmFormat.S16_LE, 2, 48000
+FB = 4  # bytes per frame
+SOURCE_FRAMES = 36000  # 0.75 s captured from --source
+SOURCE = make_signal(FMT, CH, SOURCE_FRAMES, seed=99)
+RW, MMAP = alsa.ACCESS_RW_INTERLEAVED, alsa.ACCESS_MMAP_INTERLEAVED
+
+
+def signal(frames: int, seed: int = 1) -> bytes:
+    return make_signal(FMT, CH, frames, seed=seed)
+
+
+class Rig:
+    """A simulated hypervisor, a paced backend (WAV sink, WAV source) and the
+    harnesses opened on it."""
+
+    def __init__(self, root: Path) -> None:
+        sources = root / "sources"
+        sources.mkdir()
+        write_wav(str(sources / "source.wav"), FMT, CH, RATE, SOURCE)
+        self.out = root / "out"
+        self.out.mkdir()
+        self.sim = Sim(root)
+        self.backend: Proc = self.sim.backend(root, "--sink", f"wav:{self.out}",
+                                              "--source", f"wav:{sources}")
+        self.harnesses: list[IoplugHarness] = []
+
+    def open(self, capture: bool = False, nonblock: bool = False) -> IoplugHarness:
+        h = IoplugHarness(transport="sim", sim_dir=self.sim.dir, domid=1, timeout=2,
+                          capture=capture, nonblock=nonblock)
+        self.harnesses.append(h)
+        return h
+
+    def played(self, h: IoplugHarness) -> bytes:
+        """Close ``h`` (the backend finishes its WAV at CLOSE) and return the
+        newest WAV's samples."""
+        h.close()
+        info, data = read_wav(str(sorted(self.out.glob("*.wav"))[-1]))
+        assert (info.format, info.channels, info.rate) == (FMT, CH, RATE)
+        return data
+
+    def close_all(self) -> None:
+        while self.harnesses:
+            self.harnesses.pop().close()
+
+    def stop(self) -> None:
+        try:
+            self.close_all()
+        finally:
+            self.backend.stop()
+            self.sim.proc.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    r = Rig(tmp_path_factory.mktemp("harness"))
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+@pytest.fixture
+def rig(shared_rig: Rig) -> Iterator[Rig]:
+    """The module's rig; what a test opened is closed after it."""
+    assert shared_rig.backend.alive, shared_rig.backend.output()
+    try:
+        yield shared_rig
+    finally:
+        shared_rig.close_all()
+
+
+def wait_for(h: IoplugHarness, cond, timeout: float, what: str) -> None:
+    """Poll the PCM's own descriptors until ``cond()``, under a deadline."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        h.poll(0.005)
+
+
+def same_audio(got: bytes, want: bytes) -> None:
+    first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)
+    assert first is None and len(got) == len(want), \
+        f"{len(got)} vs {len(want)} bytes; first difference at frame " \
+        f"{None if first is None else first // FB}"
+
+
+# -- setup --------------------------------------------------------------------
+
+def test_hw_params_applies_alsa_defaults_and_prepares(rig: Rig) -> None:
+    h = rig.open()
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=4096)
+    assert h.state == State.PREPARED
+    b = h.boundary
+    assert b == default_boundary(4096) and b % 4096 == 0
+    assert b <= LONG_MAX - 4096 < 2 * b
+    # The plugin got alsa-lib's default sw_params.
+    assert (h.pcm.avail_min, h.pcm.start_threshold, h.pcm.stop_threshold, h.pcm.boundary) \
+        == (1024, 1, 4096, b)
+    assert h.avail_update() == 4096 and h.delay() == 0
+    with pytest.raises(LocalProtocolError):
+        h.pause(True)  # not running
+    h.start()
+    with pytest.raises(LocalProtocolError) as ei:
+        h.start()
+    assert ei.value.errno == errno.EBADFD
+    with pytest.raises(LocalProtocolError):
+        h.readi(10)  # a playback PCM
+    h.drop()
+    h.hw_params(FMT, CH, RATE, period=2048, buffer=8192)  # hw_free, then again
+    assert (h.pcm.avail_min, h.pcm.stop_threshold, h.state) == (2048, 8192, State.PREPARED)
+    data = signal(3000, seed=20)
+    assert h.writei(data) == 3000
+    h.drain()
+    same_audio(rig.played(h), data)
+
+
+# -- data ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("chunk", [None, 1000], ids=["whole", "chunks"])
+@pytest.mark.parametrize("access", [RW, MMAP], ids=["rw", "mmap"])
+def test_playback_bit_exact(rig: Rig, access: int, chunk: int | None) -> None:
+    data = signal(12007)
+    h = rig.open()
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=8192, access=access)
+    step = (chunk or 12007) * FB
+    for i in range(0, len(data), step):
+        assert h.writei(data[i:i + step]) == len(data[i:i + step]) // FB, h.last_error
+    h.drain()
+    assert h.state == State.SETUP
+    same_audio(rig.played(h), data)
+
+
+def test_mmap_application_loop_bit_exact(rig: Rig) -> None:
+    """Like PulseAudio: no auto-start, avail_update / mmap_commit one period
+    at a time, an explicit start once the buffer is full, wait in between."""
+    data = signal(12 * 1024, seed=4)
+    h = rig.open()
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=8192, access=MMAP)
+    h.sw_params(start_threshold=h.boundary, avail_min=1024)
+    pos = 0
+    while pos < len(data):
+        if h.avail_update() < 1024:
+            assert h.state == State.RUNNING
+            h.wait()
+            continue
+        pos += h.mmap_commit(data[pos:pos + 1024 * FB]) * FB
+        if h.state == State.PREPARED and h.avail_update() == 0:
+            h.start()
+    h.drain()
+    same_audio(rig.played(h), data)
+
+
+@pytest.mark.parametrize("access", [RW, MMAP], ids=["rw", "mmap"])
+def test_capture_bit_exact(rig: Rig, access: int) -> None:
+    h = rig.open(capture=True)
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=16384, access=access)
+    got = b"".join(h.readi(700) for _ in range(17))  # readi starts the stream
+    assert h.state == State.RUNNING
+    same_audio(got, SOURCE[:17 * 700 * FB])
+
+
+def test_capture_never_returns_overwritten_frames(rig: Rig) -> None:
+    """Preempted (60 ms injected) between READ's answer and the copy, with
+    half the buffer filled: the frames must still be the right ones, or an
+    error (an overrun), never other frames."""
+    h = rig.open(capture=True)
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=4096)
+    h.start()
+    wait_for(h, lambda: h.avail_update() >= 2048, 1, "half a buffer captured")
+    stream = h.pcm.stream
+    request = stream._request
+
+    def preempted(req: object, what: str) -> object:
+        resp = request(req, what)
+        if what == "READ":
+            time.sleep(0.060)
+        return resp
+
+    stream._request = preempted  # type: ignore[method-assign]
+    try:
+        got = h.readi(2048)
+    except PvSndError as exc:
+        assert exc.errno == errno.EPIPE, exc
+    else:
+        same_audio(got, SOURCE[:2048 * FB])
+
+
+def test_rewind_then_rewrite_plays_the_new_frames(rig: Rig) -> None:
+    old, new = signal(24000, seed=1), signal(12000, seed=2)
+    h = rig.open()
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=32768)
+    assert h.writei(old) == 24000
+    h.avail_update()
+    assert h.hw_frames < 12000 - 4800, "the backend played too far to test a rewind"
+    back = h.rewind(10**9)
+    assert back == 24000 - h.hw_frames and h.appl_frames == h.hw_frames  # rewindable
+    assert h.forward(back) == back and h.appl_frames == 24000  # forwardable: avail
+    assert h.rewind(12000) == 12000 and h.appl_frames == 12000
+    assert h.writei(new) == 12000
+    h.drain()
+    same_audio(rig.played(h), old[:12000 * FB] + new)
+
+
+def test_pause_keeps_position_and_data(rig: Rig) -> None:
+    data = signal(14400, seed=3)  # 0.3 s
+    h = rig.open()
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=16384)
+    t0 = time.monotonic()
+    h.writei(data)
+    wait_for(h, lambda: h.avail_update() >= 16384 - 14400 + 4800, 2, "0.1 s played")
+    h.pause(True)
+    avail, delay = h.avail_update(), h.delay()
+    assert delay > 4800
+    paused = time.monotonic()
+    while time.monotonic() - paused < 0.15:
+        assert h.poll(0.02) == 0, "ready while paused"
+        assert h.avail_update() == avail and h.delay() == delay
+    h.pause(False)
+    h.drain()
+    assert time.monotonic() - t0 >= 0.3 + 0.15 - 0.03, "the pause did not hold playback"
+    same_audio(rig.played(h), data)
+
+
+# -- xruns ----------------------------------------------------------------------
+
+def test_underrun_is_epipe_and_prepare_recovers(rig: Rig) -> None:
+    first, second = signal(4096, seed=5), signal(4800, seed=6)
+    h = rig.open()
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=4096)  # stop_threshold = buffer
+    h.writei(first)
+    t0 = time.monotonic()
+    with pytest.raises(Xrun) as ei:
+        deadline = t0 + 1.5
+        while time.monotonic() < deadline:
+            assert h.avail_update() < 4096
+            h.poll(0.005)
+    assert ei.value.errno == errno.EPIPE
+    assert time.monotonic() - t0 >= 4096 / RATE - 0.02, "xrun before the buffer ran out"
+    assert h.state == State.XRUN
+    with pytest.raises(Xrun):
+        h.writei(second)
+    h.prepare()
+    assert (h.state, h.appl, h.hw, h.avail_update()) == (State.PREPARED, 0, 0, 4096)
+    assert h.pcm.pointer(0) == 0
+    assert h.writei(second) == 4800
+    h.drain()
+    # All of ``first`` played: the underrun was not called early.
+    same_audio(rig.played(h), first + second)
+
+
+def test_pointer_not_ahead_of_the_backend_after_preemption(rig: Rig) -> None:
+    """The process is preempted (here: 10 ms injected) between reading the
+    clock and reading the events for a while; later the pointer must still not
+    claim frames the backend has not played, or the underrun comes early and
+    STOP drops the tail.  (A report must count as observed when it was read.)"""
+    first, second = signal(16384, seed=15), signal(1024, seed=16)
+    h = rig.open()
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=16384)
+    process = h.pcm.card.process
+
+    def preempted(timeout: float) -> None:
+        time.sleep(0.010)
+        process(timeout)
+
+    h.pcm.card.process = preempted  # type: ignore[method-assign]
+    h.writei(first)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 0.2:
+        h.avail_update()
+    h.pcm.card.process = process  # type: ignore[method-assign]
+    with pytest.raises(Xrun):
+        while time.monotonic() - t0 < 1.5:  # the application asks again and again
+            h.avail_update()
+    h.prepare()
+    h.writei(second)
+    h.drain()
+    same_audio(rig.played(h), first + second)
+
+
+def test_underrun_seen_by_wait_is_epipe(rig: Rig) -> None:
+    h = rig.open()
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=4096)
+    h.writei(signal(4096))
+    wait_for(h, lambda: h.pcm.state.name == "XRUN" or h.poll_revents() & alsa.POLLERR, 1.5,
+             "the plugin to see the underrun")
+    # An application that sleeps, then calls snd_pcm_wait (aplay does after a
+    # short write) with its stale avail < avail_min: -EPIPE from the wait, or
+    # from the call after it; -EIO makes snd_pcm_recover give up.
+    try:
+        h.wait()
+    except PvSndError as exc:
+        assert exc.errno == errno.EPIPE, exc
+    else:
+        with pytest.raises(Xrun):
+            h.writei(signal(1024))
+
+
+def test_no_xrun_when_stop_threshold_is_boundary(rig: Rig) -> None:
+    first, second = signal(2048, seed=7), signal(2048, seed=8)
+    h = rig.open()
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=4096)
+    h.sw_params(stop_threshold=h.boundary)
+    h.writei(first)
+    t0, seen = time.monotonic(), [0]
+    while time.monotonic() - t0 < 3 * 4096 / RATE:
+        h.avail_update()
+        assert h.hw_frames >= seen[-1]
+        seen.append(h.hw_frames)
+        h.poll(0.005)
+    # Ran to the end of the data without an error, and stays there (the
+    # plugin's pointer never passes what the backend was given).
+    assert h.state == State.RUNNING and h.hw_frames == 2048 and len(set(seen)) > 3
+    assert h.avail_update() == 4096 and h.delay() == 0
+    assert h.poll_revents() == alsa.POLLOUT
+    h.writei(second)
+    h.drain()
+    same_audio(rig.played(h), first + second)
+
+
+def test_forward_on_playback_skips_with_silence(rig: Rig) -> None:
+    a, b = signal(2000, seed=9), signal(2000, seed=10)
+    h = rig.open()
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=16384)
+    h.writei(a)
+    h.avail_update()
+    assert h.forward(1000) == 1000
+    assert h.writei(b) == 2000
+    h.drain()
+    same_audio(rig.played(h), a + bytes(1000 * FB) + b)
+
+
+# -- pointer, poll, delay -------------------------------------------------------
+
+def test_pointer_monotonic_and_zero_after_prepare(rig: Rig) -> None:
+    data = signal(14400, seed=11)
+    h = rig.open()
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=8192)
+    assert h.pcm.pointer(0) == 0 and h.avail_update() == 8192  # PREPARED
+    trace = []
+    for i in range(0, len(data), 1000 * FB):
+        h.writei(data[i:i + 1000 * FB])  # the harness asserts every delta >= 0
+        h.avail_update()
+        trace.append((h.hw_frames, h.appl_frames))
+    assert all(a[0] <= b[0] for a, b in zip(trace, trace[1:]))
+    assert all(hw <= appl for hw, appl in trace)  # never beyond what it was given
+    assert trace[-1][0] > 14400 - 8192 - 1024
+    h.drop()
+    last = h.hw
+    assert h.pcm.pointer(h.appl) == last  # not 0 "because stopped"
+    assert h.avail_update() == 8192 - (h.appl - last)
+    h.prepare()
+    assert h.pcm.pointer(0) == 0 and h.avail_update() == 8192 and h.hw_frames == 0
+
+
+def steady_playback(h: IoplugHarness, seconds: float) -> dict[str, list]:
+    """Write avail_min frames at every POLLOUT for ``seconds``; record what
+    poll, avail and delay said."""
+    data = signal(int(RATE * (seconds + 0.2)) + h.buffer, seed=12)
+    h.writei(data[:h.buffer * FB])
+    pos = h.buffer
+    assert h.poll_revents() == 0, "ready with a full buffer"
+    rec: dict[str, list] = {"polls": [], "ready": [], "samples": []}
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        revents = h.poll(0.2)
+        rec["polls"].append(revents)
+        if not revents:
+            continue
+        assert revents == alsa.POLLOUT, f"revents {revents:#x}"
+        avail = h.avail_update()
+        rec["ready"].append(avail)
+        rec["samples"].append((time.monotonic(), avail, h.delay(), h.appl_frames))
+        pos += h.writei(data[pos * FB:(pos + h.avail_min) * FB])
+    return rec
+
+
+@pytest.mark.parametrize("avail_min", [1024, 2048])
+def test_poll_playback_ready_once_per_avail_min(rig: Rig, avail_min: int) -> None:
+    h = rig.open()
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=8192)
+    h.sw_params(avail_min=avail_min)
+    assert h.poll(0) == alsa.POLLOUT  # PREPARED, empty: ready
+    rec = steady_playback(h, 0.5)
+    periods = 0.5 * RATE / avail_min
+    assert min(rec["ready"]) >= avail_min, "POLLOUT with avail < avail_min"
+    assert 0.4 * periods <= len(rec["ready"]) <= 1.4 * periods + 2, rec["ready"]
+    # Each CUR_POS (one per period) may wake the poller too, ready or not.
+    assert len(rec["polls"]) <= 4 * 0.5 * RATE / h.period + 10, "the poller spins"
+    assert h.state == State.RUNNING
+    h.drain()
+
+
+def test_poll_capture_ready_once_per_period(rig: Rig) -> None:
+    h = rig.open(capture=True)
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=8192)
+    assert h.poll_revents() == 0  # PREPARED capture: nothing to read
+    h.start()
+    got, ready, polls, t0 = bytearray(), [], 0, time.monotonic()
+    while time.monotonic() - t0 < 0.4:
+        revents = h.poll(0.2)
+        polls += 1
+        if revents:
+            assert revents == alsa.POLLIN, f"revents {revents:#x}"
+            avail = h.avail_update()
+            assert avail >= h.avail_min, "POLLIN with avail < avail_min"
+            ready.append(avail)
+            got += h.readi(avail)
+    periods = 0.4 * RATE / 1024
+    assert 0.4 * periods <= len(ready) <= 1.4 * periods + 2, ready  # late when starved
+    assert polls <= 4 * periods + 10, "the poller spins"
+    same_audio(bytes(got), SOURCE[:len(got)])
+
+
+def test_poll_no_idle_wakeup_after_each_write(rig: Rig) -> None:
+    h = rig.open()
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=8192)
+    rec = steady_playback(h, 0.3)
+    idle = rec["polls"].count(0)
+    assert idle <= len(rec["ready"]) / 3 + 2, f"{idle} idle, {len(rec['ready'])} ready"
+    h.drain()
+
+
+def test_delay_consistent_with_avail_and_smooth(rig: Rig) -> None:
+    h = rig.open()
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=8192)
+    samples = steady_playback(h, 0.5)["samples"]
+    assert len(samples) > 10
+    tol = int(RATE * 0.005)
+    played = []
+    for t, avail, delay, appl in samples:
+        assert delay >= 0
+        assert abs(avail + delay - h.buffer) <= tol, (avail, delay)
+        played.append((t, appl - delay))
+    for (t1, p1), (t2, p2) in zip(played, played[1:]):
+        assert p2 >= p1, "the playing position went back"
+        assert p2 - p1 <= (t2 - t1) * RATE + h.period, "the playing position jumped"
+    h.drain()
+
+
+# -- nonblocking, boundary wrap ------------------------------------------------
+
+def test_nonblocking_write_and_drain(rig: Rig) -> None:
+    data = signal(8192, seed=13)
+    h = rig.open(nonblock=True)
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=4096)
+    assert h.writei(data) == 4096  # a short count, not an error
+    with pytest.raises(PvSndError) as ei:
+        h.writei(data[4096 * FB:])
+    assert ei.value.errno == errno.EAGAIN
+    with pytest.raises(PvSndError) as ei:
+        h.drain()
+    assert ei.value.errno == errno.EAGAIN and h.state == State.DRAINING
+    wait_for(h, lambda: h.poll_revents() == alsa.POLLOUT, 2, "drain readiness")
+    h.drain()
+    assert h.state == State.SETUP
+    same_audio(rig.played(h), data[:4096 * FB])
+
+
+@pytest.mark.parametrize("capture", [False, True], ids=["playback", "capture"])
+def test_boundary_wrap(rig: Rig, capture: bool) -> None:
+    h = rig.open(capture=capture)
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=8192, boundary=16384)
+    assert h.pcm.boundary == 16384
+    frames, got = 36000, bytearray()
+    data = signal(frames, seed=14)
+    for i in range(0, frames, 700):
+        n = min(700, frames - i)
+        if capture:
+            got += h.readi(n)
+        else:
+            assert h.writei(data[i * FB:(i + n) * FB]) == n, h.last_error
+        assert 0 <= h.appl < 16384 and 0 <= h.hw < 16384
+        assert 0 <= h.delay() <= 8192 + 1024
+        assert h.pcm.appl == h.appl_frames  # the plugin unwraps appl_ptr right
+    assert h.appl_frames == frames > 2 * 16384
+    if capture:
+        same_audio(bytes(got), SOURCE[:frames * FB])
+    else:
+        h.drain()
+        same_audio(rig.played(h), data)
