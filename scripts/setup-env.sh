@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(gcc libasound2-dev alsa-utils libxen-dev xenstore-utils)
+# pulseaudio, pulseaudio-utils (paplay, parec, pactl) and jackd2 (jackd and its
+# example clients) are only for the client smoke tests (tests/test_clients_pa_jack.py).
+DEB_PACKAGES=(gcc libasound2-dev alsa-utils libxen-dev xenstore-utils
+              pulseaudio pulseaudio-utils jackd2)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -14,7 +17,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "setup-env: installing Debian packages: ${missing[*]}"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
         echo "setup-env: missing Debian packages (run as root or install them): ${missing[*]}" >&2
         exit 1

@@ -113,6 +113,7 @@ class PvPcm:
             raise
         self.state = PcmState.OPEN
         self.geometry: Geometry | None = None
+        self.access = alsa.ACCESS_RW_INTERLEAVED
         self.avail_min = 1
         self.start_threshold = 1
         self.stop_threshold = 0
@@ -177,6 +178,7 @@ class PvPcm:
         if access not in (alsa.ACCESS_RW_INTERLEAVED, alsa.ACCESS_MMAP_INTERLEAVED):
             raise LocalProtocolError(f"access {access} is not offered")
         pf = alsa.sndif_format(fmt)
+        self.access = access
         with self.lock:
             self.stream.open(pf, channels, rate, buffer, period)
             self.geometry = Geometry(pf, channels, rate, period, buffer,
@@ -321,7 +323,18 @@ class PvPcm:
             view = memoryview(data).cast("B")[:nbytes]
             now = time.monotonic()
             if self.capture:
-                self.stream.read_at(self.appl, view)
+                try:
+                    self.stream.read_at(self.appl, view)
+                except BackendError as exc:
+                    if exc.errno != errno.EPIPE or self.access != alsa.ACCESS_MMAP_INTERLEAVED:
+                        raise  # RW: readi returns -EPIPE, the client prepares
+                    # MMAP: the backend overwrote these frames (overrun).  An
+                    # error here fails snd_pcm_mmap_begin, which JACK treats
+                    # as fatal; do what a kernel driver does: silence now,
+                    # -EPIPE from the next pointer/poll.
+                    view[:] = alsa.silence(g.fmt, nbytes)
+                    self.state = PcmState.XRUN
+                    logger.warning("%s: capture overrun: %s", self.stream.name, exc)
                 self.appl += frames  # ioplug moves appl_ptr by what we return
                 self._rearm(now)
                 return frames
