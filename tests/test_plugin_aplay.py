@@ -244,3 +244,39 @@ def test_backend_frozen_mid_stream_aplay_gives_up_within_bounds(pvenv: PvEnv) ->
     finally:
         os.kill(pid, signal.SIGCONT)
         victim.stop(sig_kill=True)
+
+
+def test_pvplug_install_then_aplay(shared: PvEnv, tmp_path: Path) -> None:
+    """`pvplug install` into given dirs: the snippet it writes is all aplay needs;
+    `--user` builds under $HOME and prints a snippet with the pcm_type line."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import SYSTEM_ALSA_CONF
+
+    pvplug = [sys.executable, "-m", "alsa_pvplug.cli"]
+    r = subprocess.run([*pvplug, "install", "--plugin-dir", str(tmp_path / "lib"),
+                        "--conf-dir", str(tmp_path / "conf.d"), "--transport", "sim",
+                        "--sim-dir", str(shared.sim.dir), "--domid", "1"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    conf = tmp_path / "conf.d" / "50-pvplug.conf"
+    assert (tmp_path / "lib" / "libasound_module_pcm_pvplug.so").is_file()
+    data = make_signal(PcmFormat.S16_LE, 2, FRAMES, seed=7)
+    src = tmp_path / "x.wav"
+    write_wav(str(src), PcmFormat.S16_LE, 2, 48000, data)
+    before = set(shared.played())
+    shared.run(["aplay", "-D", "pvplug", str(src)],
+               env={"ALSA_CONFIG_PATH": f"{SYSTEM_ALSA_CONF}:{conf}"})
+    (new,) = sorted(set(shared.played()) - before)
+    assert_played(read_wav(str(new))[1], data)
+
+    home = tmp_path / "home"
+    home.mkdir()
+    r = subprocess.run([*pvplug, "install", "--user"], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    lib = home / ".local" / "lib" / "alsa-pvplug" / "libasound_module_pcm_pvplug.so"
+    assert lib.is_file()
+    assert f'pcm_type.pvplug {{ lib "{lib}" }}' in r.stdout and "pcm.pvplug {" in r.stdout
