@@ -83,7 +83,10 @@ def lock_path(opts: PluginOptions) -> Path:
     if opts.transport == "sim":
         assert opts.sim_dir is not None
         return Path(opts.sim_dir) / f"dom{opts.domid}" / f"vsnd{opts.card}.lock"
-    return Path("/run/lock") / f"pvplug-vsnd{opts.card}.lock"
+    # /run/lock is the FHS place; a minimal guest may lack it (every process
+    # on the machine falls back the same way, so they still agree).
+    base = Path("/run/lock") if Path("/run/lock").is_dir() else Path("/tmp")
+    return base / f"pvplug-vsnd{opts.card}.lock"
 
 
 def _claim(path: Path, card: int) -> int:

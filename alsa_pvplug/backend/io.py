@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import ConfigError
-from ..protocol.sndif import PcmFormat
+from ..protocol.sndif import PcmFormat, silence
 from .wavfile import WavInfo, WavWriter, read_wav, wav_supports
 
 logger = logging.getLogger(__name__)
@@ -182,8 +182,13 @@ def _alsa_format(fmt: PcmFormat) -> int:
 
 
 class AlsaDevice:
-    """A real ALSA device through pyalsaaudio, non-blocking (the loop paces):
-    a sink for playback streams, a source for capture streams."""
+    """A real ALSA device through pyalsaaudio (>= 0.10), non-blocking (the
+    loop paces): a sink for playback streams, a source for capture streams."""
+
+    #: the device buffer: we hand over a whole period at a time, so it must
+    #: hold more than the longest period a guest may choose
+    PERIOD_SECONDS = 0.05
+    PERIODS = 32
 
     def __init__(self, device: str, capture: bool) -> None:
         self.device = device
@@ -197,23 +202,50 @@ class AlsaDevice:
                                 alsaaudio.PCM_NONBLOCK, device=self.device,
                                 channels=info.channels, rate=info.rate,
                                 format=_alsa_format(info.format),
-                                periodsize=max(64, info.rate // 100))
+                                periodsize=max(64, int(info.rate * self.PERIOD_SECONDS)),
+                                periods=self.PERIODS)
+        except TypeError as exc:  # Debian bookworm's python3-alsaaudio is 0.8.4
+            raise ConfigError(f"alsa:{self.device} needs pyalsaaudio >= 0.10 ({exc})",
+                              key="device", value=self.device) from None
         except alsaaudio.ALSAAudioError as exc:
             raise ConfigError(f"ALSA device {self.device!r}: {exc}", key="device",
                               value=self.device) from None
-        return _AlsaInstance(pcm, info)
+        return _AlsaInstance(pcm, info, self.capture)
 
 
 class _AlsaInstance:
-    def __init__(self, pcm: object, info: WavInfo) -> None:
-        self.pcm, self.info = pcm, info
+    MAX_QUEUED_SECONDS = 2.0  # beyond this the device is slower than our clock: drop
+    # We hand over a period at a time, when the clock says it was played; the
+    # device would drain each one just as the next arrives.  A cushion of
+    # silence in front keeps it fed through that and through our jitter.
+    CUSHION_SECONDS = 0.3
+
+    def __init__(self, pcm: object, info: WavInfo, capture: bool) -> None:
+        self.pcm, self.info, self.capture = pcm, info, capture
         self.dropped = 0
+        self._queued = bytearray()  # what the device did not take yet
+        self._started = False
+
+    def _push(self) -> None:
+        fb = self.info.frame_bytes
+        while len(self._queued) >= fb:
+            n = len(self._queued) // fb * fb
+            written = self.pcm.write(bytes(self._queued[:n]))  # type: ignore[attr-defined]
+            if written <= 0:
+                break  # full (or an xrun, which the next write recovers)
+            del self._queued[:written * fb]
 
     def write(self, data: bytes | memoryview) -> None:
-        written = self.pcm.write(bytes(data))  # type: ignore[attr-defined]
-        frames = len(data) // self.info.frame_bytes
-        if written < frames:  # device full or xrun: the clock is ours, not the device's
-            self.dropped += frames - max(written, 0)
+        if not self._started:
+            self._started = True
+            frames = int(self.CUSHION_SECONDS * self.info.rate)
+            self._queued += silence(self.info.format, frames * self.info.frame_bytes)
+        self._queued += data
+        self._push()
+        limit = int(self.MAX_QUEUED_SECONDS * self.info.rate) * self.info.frame_bytes
+        if len(self._queued) > limit:
+            self.dropped += (len(self._queued) - limit) // self.info.frame_bytes
+            del self._queued[:len(self._queued) - limit]
 
     def read(self, nbytes: int) -> bytes:
         got = bytearray()
@@ -226,9 +258,33 @@ class _AlsaInstance:
         return bytes(got[:nbytes]) + bytes([fill]) * max(0, nbytes - len(got))
 
     def flush(self) -> None:
-        pass
+        self._queued.clear()  # STOP: what was not played is dropped
+        self._started = False
 
     def close(self) -> None:
+        # Hand over what is queued (bounded by its duration), then let the
+        # device play out its buffer.
+        import time
+
+        rate_bytes = self.info.rate * self.info.frame_bytes
+        deadline = time.monotonic() + len(self._queued) / rate_bytes + 1.0
+        while self._queued and time.monotonic() < deadline:
+            self._push()
+            if self._queued:
+                time.sleep(AlsaDevice.PERIOD_SECONDS / 2)
+        if not self.capture:
+            # Nonblocking, drain() would not wait: let the device buffer play out.
+            buffer_bytes = AlsaDevice.PERIODS * int(self.info.rate * AlsaDevice.PERIOD_SECONDS) \
+                * self.info.frame_bytes
+            deadline = time.monotonic() + buffer_bytes / rate_bytes + 0.5
+            while time.monotonic() < deadline:
+                try:
+                    free = self.pcm.avail() * self.info.frame_bytes  # type: ignore[attr-defined]
+                except Exception:  # noqa: BLE001 - xrun: nothing left to play
+                    break
+                if free >= buffer_bytes or free < 0:
+                    break
+                time.sleep(AlsaDevice.PERIOD_SECONDS)
         self.pcm.close()  # type: ignore[attr-defined]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import select
 
-from ..protocol.sndif import PcmFormat, sample_bytes
+from ..protocol.sndif import PcmFormat, silence  # noqa: F401 - silence: re-exported
 
 STREAM_PLAYBACK = 0
 STREAM_CAPTURE = 1
@@ -37,18 +37,3 @@ def sndif_format(alsa_value: int) -> PcmFormat:
         if value == alsa_value:
             return fmt
     raise ValueError(f"ALSA format {alsa_value} has no sndif equivalent")
-
-
-def silence(fmt: PcmFormat, nbytes: int) -> bytes:
-    """``nbytes`` of silence: zeros, the midpoint for unsigned formats, the
-    codes for zero in mu-law and A-law."""
-    if fmt == PcmFormat.MU_LAW:
-        return b"\xff" * nbytes
-    if fmt == PcmFormat.A_LAW:
-        return b"\xd5" * nbytes
-    if not fmt.name.startswith("U"):
-        return bytes(nbytes)
-    width = sample_bytes(fmt)
-    bits = 24 if fmt.name.startswith("U24") else 8 * width
-    mid = (1 << (bits - 1)).to_bytes(width, "big" if fmt.name.endswith("_BE") else "little")
-    return mid * (nbytes // width)

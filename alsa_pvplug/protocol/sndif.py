@@ -27,7 +27,7 @@ from ..errors import ConfigError, LocalProtocolError, RemoteProtocolError
 __all__ = [
     "PROTOCOL_VERSION", "Op", "Trigger", "EvtType", "PcmFormat",
     "format_to_string", "format_from_string", "format_mask", "formats_from_mask",
-    "sample_bytes", "frame_bytes",
+    "sample_bytes", "frame_bytes", "silence",
     "HwParams", "OpenReq", "CloseReq", "RwReq", "TriggerReq", "HwParamQuery",
     "UnknownReq", "Request", "Resp", "CurPosEvt",
     "encode_request", "decode_request", "encode_response", "decode_response",
@@ -637,3 +637,18 @@ def decode_directory_page(page: bytes, remaining: int) -> tuple[int, list[int]]:
     nxt = struct.unpack_from("<I", page, 0)[0]
     grefs = list(struct.unpack_from(f"<{n}I", page, _DIR_HEAD))
     return nxt, grefs
+
+
+def silence(fmt: PcmFormat, nbytes: int) -> bytes:
+    """``nbytes`` of silence: zeros, the midpoint for unsigned formats, the
+    codes for zero in mu-law and A-law."""
+    if fmt == PcmFormat.MU_LAW:
+        return b"\xff" * nbytes
+    if fmt == PcmFormat.A_LAW:
+        return b"\xd5" * nbytes
+    if not fmt.name.startswith("U"):
+        return bytes(nbytes)
+    width = sample_bytes(fmt)
+    bits = 24 if fmt.name.startswith("U24") else 8 * width
+    mid = (1 << (bits - 1)).to_bytes(width, "big" if fmt.name.endswith("_BE") else "little")
+    return mid * (nbytes // width)
