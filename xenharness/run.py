@@ -443,7 +443,13 @@ def main() -> int:
         after = [t for t in connected if t >= t_open - 0.5]
         if after:
             print(f"  aplay start -> frontend Connected: {after[0] - t_open:6.2f} s (handshake)")
-        if first:
+        played = [float(x) for x in re.findall(r"first frames played \(wall ([\d.]+)\)",
+                                                 _read(share / "backend.log"))]
+        played = [t for t in played if t >= t_open]
+        if played:
+            print(f"  aplay start -> first sound (backend's first frames played): "
+                  f"{played[0] - t_open:6.2f} s")
+        elif first:
             print(f"  aplay start -> sink WAV first has data (dom0; the WAV writer buffers, so an upper bound on first sound): {float(first.group(1)) - t_open:6.2f} s")
         if "play_s16" in steps:
             print(f"  aplay of 1.0 s s16_le:          {steps['play_s16'][1] - t_open:6.2f} s")

@@ -462,6 +462,8 @@ class BackendStream:
         return self.anchor_t + (frames - self.anchor_frames) / self.info.rate
 
     def _play(self, start: int, end: int) -> None:
+        if start == 0:  # wall time: comparable with the guest's (Xen's wallclock)
+            logger.info("%s: first frames played (wall %.3f)", self.label, time.time())
         n = end - start
         self.sink.write(bytes(self.queued[:n]))
         del self.queued[:n]
