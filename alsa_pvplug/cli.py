@@ -54,7 +54,8 @@ def cmd_backend(args: argparse.Namespace) -> int:
     from .backend.server import Backend, BackendOptions
     from .transport import open_transport
 
-    transport = open_transport(args.transport, sim_dir=args.sim_dir, domid=args.domid)
+    transport = open_transport(args.transport, sim_dir=args.sim_dir, domid=args.domid,
+                               role="backend")
     backend = Backend(transport, parse_sink(args.sink), parse_source(args.source),
                       BackendOptions(paced=not args.unpaced, pos_frames=args.pos_frames))
     signal.signal(signal.SIGTERM, lambda *_: backend.stop())

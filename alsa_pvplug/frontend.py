@@ -31,6 +31,7 @@ from .errors import (
     BackendGone,
     BackendTimeout,
     ConfigError,
+    DeviceBusy,
     LocalProtocolError,
     PvSndError,
     RemoteProtocolError,
@@ -104,6 +105,14 @@ class Card:
     def connect(self) -> None:
         """Reach Connected: recover stale state, publish every stream's rings."""
         deadline = time.monotonic() + self.timeout
+        owner = self.transport.bound_kernel_driver("vsnd", self.devid)
+        if owner is not None:
+            # Both would drive one xenbus state and one backend: refuse before
+            # touching xenstore.
+            raise DeviceBusy(
+                f"vsnd {self.devid} is driven by this guest's kernel driver {owner}; "
+                f"unbind it (echo vsnd-{self.devid} > /sys/bus/xen/drivers/vsnd/unbind) "
+                "and keep it off ('blacklist snd_xen_front' in /etc/modprobe.d)")
         if not self._watching:
             self.xs.watch(f"{self.be_dir}/state", _BE_STATE_TOKEN)
             self._watching = True

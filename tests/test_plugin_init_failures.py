@@ -6,7 +6,7 @@ wall time and CPU time (``wait4`` rusage): the open must fail within 1 s
 names the cause, and the CPU time must stay small, proving that nothing
 loops.  Covered: a plugin whose Python package cannot be imported, unknown,
 malformed, missing and block-valued options, transport sim without a
-simulator, a card that does not exist, and a card held by another process
+simulator, transport xen outside Xen, a card that does not exist, and a card held by another process
 (EBUSY), which is free again once that process is gone, even after SIGKILL.
 """
 
@@ -168,6 +168,15 @@ def test_transport_sim_without_simulator(tmp_path: Path, plugin_lib: Path,
                    {"transport": "sim", "sim_dir": str(missing), "domid": 1})
     m = run_measured(["aplay", "-D", "pvplug", str(short_wav)], env, tmp_path)
     assert_fails_fast(m, f"no simulated hypervisor at {missing}")
+
+
+@pytest.mark.skipif(os.path.exists("/dev/xen/evtchn"), reason="this is a Xen domain")
+def test_transport_xen_outside_xen(tmp_path: Path, plugin_lib: Path, short_wav: Path) -> None:
+    env = conf_env(tmp_path, plugin_lib, {"transport": "xen"})
+    m = run_measured(["aplay", "-D", "pvplug", str(short_wav)], env, tmp_path)
+    assert_fails_fast(m, "xen transport (frontend)", "/dev/xen/gntalloc is missing",
+                      "/dev/xen/evtchn is missing", "xenstore is unreachable",
+                      "audio open error: No such device")
 
 
 def test_card_that_does_not_exist(pvenv: PvEnv, short_wav: Path) -> None:

@@ -17,7 +17,7 @@ KINDS = ("sim", "xen")
 
 
 def open_transport(kind: str, *, sim_dir: str | os.PathLike[str] | None = None,
-                   domid: int | None = None) -> Transport:
+                   domid: int | None = None, role: str = "frontend") -> Transport:
     """Open the transport ``kind`` for this process.
 
     Parameters
@@ -29,6 +29,8 @@ def open_transport(kind: str, *, sim_dir: str | os.PathLike[str] | None = None,
     domid
         Our domain id; required for ``"sim"``, read from xenstore for ``"xen"``
         when None.
+    role
+        ``"frontend"`` or ``"backend"``: which devices ``"xen"`` checks for.
 
     Raises
     ------
@@ -48,6 +50,6 @@ def open_transport(kind: str, *, sim_dir: str | os.PathLike[str] | None = None,
     if kind == "xen":
         from .xen import XenTransport
 
-        return XenTransport(domid)
+        return XenTransport(domid, role=role)
     raise ConfigError(f"unknown transport {kind!r} (expected one of {', '.join(KINDS)})",
                       key="transport", value=kind)

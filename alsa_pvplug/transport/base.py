@@ -218,5 +218,13 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def open_event_channel(self) -> EventChannel: ...
 
+    def bound_kernel_driver(self, devtype: str, devid: int) -> str | None:
+        """The guest kernel driver that owns this xenbus device, or None.
+
+        Only real Xen has one (e.g. Linux snd_xen_front on ``vsnd``); a device
+        it owns must not be driven from userspace too.
+        """
+        return None
+
     def close(self) -> None:
         self.xenstore.close()

@@ -10,12 +10,13 @@ is idempotent.
 
 Prototypes: /usr/include/xengnttab.h and /usr/include/xenevtchn.h (Debian
 libxen-dev).  This module needs a Xen guest (``/dev/xen/*``); on any other
-machine the ``*_open`` calls fail with ENOENT and :func:`check_guest_requirements`
-says what is missing.
+machine :class:`XenTransport` fails at once with :func:`require`'s list of
+what is missing.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import mmap
@@ -261,18 +262,22 @@ class XenTransport(Transport):
     ----------
     domid
         Our domain id; read from xenstore's (relative) ``domid`` node if None.
+    role
+        ``"frontend"`` or ``"backend"``: what :func:`require` checks first.
 
     Raises
     ------
     XenError
-        When xenstore cannot be opened or ``domid`` cannot be read.
+        When this process lacks a device (all of them named at once),
+        xenstore cannot be opened or ``domid`` cannot be read.
     """
 
     kind = "xen"
 
-    def __init__(self, domid: int | None = None) -> None:
+    def __init__(self, domid: int | None = None, *, role: str = "frontend") -> None:
         from .xenstore import LibXenStore
 
+        require(role)
         self.xenstore = LibXenStore.open(None)
         if domid is None:
             value = None
@@ -298,39 +303,104 @@ class XenTransport(Transport):
     def open_event_channel(self) -> XenEventChannel:
         return XenEventChannel()
 
+    def bound_kernel_driver(self, devtype: str, devid: int) -> str | None:
+        return bound_kernel_driver(devtype, devid)
 
-def check_guest_requirements(*, mapper: bool = False) -> list[str]:
+
+#: xs_open(0) tries xenstored's socket first (dom0), then a xenbus device.
+XENSTORED_SOCKETS = ("/run/xenstored/socket", "/var/run/xenstored/socket")
+#: Linux names a xenbus device ``<type>-<id>`` here; its ``driver`` link exists
+#: while a guest kernel driver owns it (xenbus_probe.c, xenbus_register_driver_common).
+SYSFS_XEN_BUS = "/sys/bus/xen"
+#: glibc dlopen()s it for pthread_cancel, which libxenstore's xs_close() calls
+#: on its reader thread; when it is missing glibc aborts the whole process.
+LIBGCC_S = "libgcc_s.so.1"
+
+ROLES = ("frontend", "backend")
+
+
+def _problems(role: str) -> list[tuple[int, str]]:
+    """(errno, reason) for everything ``role`` needs and this process lacks."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+    problems: list[tuple[int, str]] = []
+
+    def need(path: str, module: str) -> None:
+        if not os.path.exists(path):
+            problems.append((errno.ENODEV, f"{path} is missing: load the kernel module "
+                             f"{module} (is this a Xen domain?)"))
+        elif not os.access(path, os.R_OK | os.W_OK):
+            problems.append((errno.EACCES, f"{path} is not readable and writable by uid "
+                             f"{os.getuid()}: give it a group of yours (udev rule in the README)"))
+
+    need(GNTALLOC_DEVICE if role == "frontend" else GNTDEV_DEVICE,
+         "xen-gntalloc" if role == "frontend" else "xen-gntdev")
+    need(EVTCHN_DEVICE, "xen-evtchn")
+    sockets = [p for p in XENSTORED_SOCKETS if os.path.exists(p)] if role == "backend" else []
+    present = [p for p in XENBUS_DEVICES if os.path.exists(p)]
+    if not sockets and not present:
+        where = " or ".join((XENSTORED_SOCKETS[0],) * (role == "backend") + XENBUS_DEVICES)
+        problems.append((errno.ENODEV, f"xenstore is unreachable: no {where} (is this a Xen "
+                         "domain, with xenfs mounted or xen-xenbus loaded?)"))
+    elif not sockets and not any(os.access(p, os.R_OK | os.W_OK) for p in present):
+        problems.append((errno.EACCES, f"{present[0]} is not readable and writable by uid "
+                         f"{os.getuid()}: give it a group of yours (udev rule in the README)"))
+    try:
+        ctypes.CDLL(LIBGCC_S)
+    except OSError:
+        problems.append((errno.ENOENT, f"{LIBGCC_S} cannot be loaded: glibc needs it to "
+                         "close libxenstore's thread and would abort the process "
+                         "(Debian package libgcc-s1)"))
+    return problems
+
+
+def check_requirements(role: str = "frontend") -> list[str]:
     """Human-readable reasons this process cannot run the xen transport.
 
     Parameters
     ----------
-    mapper
-        Also require /dev/xen/gntdev (mapping grants: backend side).
+    role
+        ``"frontend"`` (the plugin in a guest: gntalloc, evtchn, xenbus) or
+        ``"backend"`` (gntdev, evtchn, xenstored's socket or xenbus).
 
     Returns
     -------
     list of str
-        Empty when every device is present and readable/writable by us.
+        Empty when everything is present and readable/writable by us.
     """
-    problems: list[str] = []
+    return [reason for _code, reason in _problems(role)]
 
-    def need(path: str, what: str) -> None:
-        if not os.path.exists(path):
-            problems.append(f"{path} is missing ({what}; is this a Xen guest with the "
-                            "xen modules loaded?)")
-        elif not os.access(path, os.R_OK | os.W_OK):
-            problems.append(f"{path} is not readable and writable by uid {os.getuid()} "
-                            f"({what}; check its group/permissions)")
 
-    need(GNTALLOC_DEVICE, "grant sharing, module xen-gntalloc")
-    need(EVTCHN_DEVICE, "event channels, module xen-evtchn")
-    if mapper:
-        need(GNTDEV_DEVICE, "grant mapping, module xen-gntdev")
-    present = [p for p in XENBUS_DEVICES if os.path.exists(p)]
-    if not present:
-        problems.append(f"no xenbus device ({' or '.join(XENBUS_DEVICES)}): xenstore "
-                        "is unreachable (is xenfs mounted / xen-xenbus loaded?)")
-    elif not any(os.access(p, os.R_OK | os.W_OK) for p in present):
-        problems.append(f"{present[0]} is not readable and writable by uid {os.getuid()} "
-                        "(xenstore access)")
-    return problems
+def require(role: str) -> None:
+    """Raise one :class:`XenError` naming everything ``role`` lacks here.
+
+    Raises
+    ------
+    XenError
+        EACCES when only permissions are missing, else ENODEV/ENOENT.
+    """
+    problems = _problems(role)
+    if problems:
+        codes = {code for code, _ in problems}
+        code = errno.EACCES if codes == {errno.EACCES} else min(codes - {errno.EACCES})
+        raise XenError(f"xen transport ({role})", code,
+                       "; ".join(reason for _code, reason in problems))
+
+
+def bound_kernel_driver(devtype: str, devid: int, sysfs: str = SYSFS_XEN_BUS) -> str | None:
+    """The guest kernel driver that owns xenbus device ``devtype``/``devid``, or None.
+
+    Returns ``"<driver> (module <module>)"`` when the module is known, e.g.
+    ``"vsnd (module snd_xen_front)"``.
+    """
+    dev = os.path.join(sysfs, "devices", f"{devtype}-{devid}")
+    try:
+        driver = os.readlink(os.path.join(dev, "driver"))
+    except OSError:
+        return None  # no such device in sysfs, or no driver bound
+    name = os.path.basename(driver)
+    try:
+        module = os.path.basename(os.readlink(os.path.join(sysfs, "drivers", name, "module")))
+    except OSError:
+        return name
+    return f"{name} (module {module})"
