@@ -3,7 +3,9 @@
 The backend (``pvplug backend --transport xen``) runs in a PV dom0, the plugin in a PV domU
 whose vsnd card comes from ``xl``'s ``vsnd = [...]``; aplay (s16_le, f32_le) and arecord go
 through the real grant tables, event channels and xenstore, and the bytes are compared
-bit-exact on the host.  Slow (about a minute warm, several cold), so it is skipped with the
+bit-exact on the host.  Also: clients and the backend killed mid-stream, Linux's own
+snd_xen_front served by our backend (and the plugin refusing the device meanwhile), and the
+backend's ALSA sink on QEMU's emulated Intel HDA.  Slow (about a minute warm, several cold), so it is skipped with the
 reason printed when the machine cannot run it (not root, no qemu/apt, cold cache without
 network) or when ``PVPLUG_REAL_XEN=0``.
 """
@@ -77,10 +79,17 @@ def test_aplay_arecord_on_real_xen() -> None:
         pytest.skip(reason)
     assert proc.returncode == 0, out[-6000:]
     assert "PVPLUG-XEN-HARNESS: PASS" in out
-    for name in ("play_s16", "play_f32", "after_kill", "after_restart"):
+    # kfront: played by Linux's own snd_xen_front through our backend; after_unbind: the
+    # plugin again, once that driver let go of the device
+    for name in ("play_s16", "play_f32", "after_kill", "after_restart", "kfront",
+                 "after_unbind"):
         line = next(ln for ln in out.splitlines() if ln.strip().startswith(f"{name}: "))
         assert "bit-exact backend WAV: ['" in line, line
     assert "bit-exact with the backend source: True" in out
+    # the plugin refused the device while snd_xen_front drove it, and said what to do
+    refused = next(ln for ln in out.splitlines()
+                   if ln.strip().startswith("plugin on a device snd_xen_front drives: "))
+    assert "rc 1 " in refused and "echo vsnd-0 > /sys/bus/xen/drivers/vsnd/unbind" in refused
     # dom0's backend played into QEMU's emulated Intel HDA (a real ALSA device)
     hda = next(ln for ln in out.splitlines() if ln.strip().startswith("HDA: "))
     assert float(hda.split("correlation with the played file ")[1].split()[0]) >= 0.99, hda

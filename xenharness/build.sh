@@ -111,7 +111,8 @@ if [ "$(cat rootfs/opt/pvplug/.srcsum 2>/dev/null)" != "$SRCSUM" ]; then
 fi
 
 # 6. domU base initramfs: busybox, xen modules, python + our package + alsa (ldd closure in the chroot)
-if [ ! -s domU-base.gz ] || [ "$(cat domU-base.srcsum 2>/dev/null)" != "$SRCSUM" ]; then
+BASESUM=$SRCSUM-$(sha256sum "$HERE/build.sh" | cut -c1-16)
+if [ ! -s domU-base.gz ] || [ "$(cat domU-base.srcsum 2>/dev/null)" != "$BASESUM" ]; then
   say "domU base initramfs"
   I=irdU; rm -rf $I; mkdir -p $I/{bin,dev,proc,sys,tmp,mods,etc,root}
   cp /bin/busybox $I/bin/
@@ -121,6 +122,11 @@ if [ ! -s domU-base.gz ] || [ "$(cat domU-base.srcsum 2>/dev/null)" != "$SRCSUM"
          | awk '$1=="insmod"{print $2}' | awk '!seen[$0]++')
   for f in $mods; do cp "$f" $I/mods/; done
   for f in $mods; do basename "$f" .ko; done > $I/mods/order
+  # Linux's own vsnd frontend, loaded only by the scenario that checks the plugin refuses
+  # a device it drives (and that our backend serves it): not in mods/order
+  kmods=$(modprobe -d k -S "$KV" --show-depends snd-xen-front | awk '$1=="insmod"{print $2}')
+  for f in $kmods; do cp "$f" $I/mods/; done
+  for f in $kmods; do basename "$f" .ko; done | grep -vxF -f $I/mods/order > $I/mods/kfront-order || true
   PY=python3.11
   files=$(cat <<LIST
 /usr/bin/$PY
@@ -153,7 +159,7 @@ LIST
   done
   ln -s usr/lib $I/lib
   (cd $I && find . | cpio -H newc -o 2>/dev/null | gzip -1) > domU-base.gz.tmp && mv domU-base.gz.tmp domU-base.gz
-  echo "$SRCSUM" > domU-base.srcsum
+  echo "$BASESUM" > domU-base.srcsum
   say "domU-base.gz $(du -h domU-base.gz | cut -f1) (unpacked $(du -sh $I | cut -f1))"
 fi
 say "cache ready: $C"

@@ -162,11 +162,24 @@ scenario() {{
   step restarted python3 /opt/xsw.py wait data/pvplug-restart 2 30
   wait $P; echo "PVPLUG-DOMU: orphaned-aplay rc=$?"; head -c 2000 /tmp/orphan.log | sed "s/^/[orphaned-aplay] /"
   step after_restart aplay -q -D pvplug /opt/after-restart.wav
+  [ "$KFRONT" = 1 ] && kernel_frontend
   [ "$HDA" = 1 ] || return 0
   # the backend's ALSA sink: dom0 restarts it on QEMU's Intel HDA; the host checks QEMU's WAV
   python3 /opt/xsw.py write data/pvplug-restart alsa
   step restarted_alsa python3 /opt/xsw.py wait data/pvplug-restart 2 30
   step play_hda aplay -q -D pvplug /opt/play-hda.wav
+}}
+kernel_frontend() {{
+  # Linux's snd_xen_front takes vsnd 0: the plugin must refuse the device, our backend must
+  # serve the kernel driver; once it is unbound the plugin plays again
+  for m in $(cat /mods/kfront-order); do insmod /mods/$m.ko || echo "PVPLUG-DOMU: error=insmod_$m"; done
+  step kfront_connected python3 /opt/xsw.py wait device/vsnd/0/state 4 30
+  echo "PVPLUG-DOMU: kfront-driver=$(basename "$(readlink /sys/bus/xen/devices/vsnd-0/driver)")"
+  step kfront_refused aplay -q -D pvplug /opt/play-f32.wav
+  step kfront_play aplay -q -D hw:0,0 /opt/kfront.wav
+  echo vsnd-0 > /sys/bus/xen/drivers/vsnd/unbind; echo "PVPLUG-DOMU: kfront-unbind rc=$?"
+  dmesg | grep -i -e xen_snd -e vsnd -e snd | tail -n 20 | sed "s/^/[dmesg] /"
+  step after_unbind aplay -q -D pvplug /opt/after-unbind.wav
 }}
 """
 
@@ -189,7 +202,10 @@ def prepare(run: Path, plugin_log: str, backend_log: str, domu_timeout: int,
         sent["long"] = s16_signal(4 * RATE, 220, 330, 3)
         sent["after_kill"] = s16_signal(RATE // 2, 550, 770, 11)
         sent["after_restart"] = s16_signal(RATE // 2, 880, 990, 13)
-        for name in ("long", "after_kill", "after_restart"):
+        # played by the kernel's snd_xen_front, then by the plugin after unbinding it
+        sent["kfront"] = s16_signal(RATE, 350, 1250, 17)
+        sent["after_unbind"] = s16_signal(RATE // 2, 620, 940, 19)
+        for name in ("long", "after_kill", "after_restart", "kfront", "after_unbind"):
             write_wav(payload / f"opt/{name.replace('_', '-')}.wav", PcmFormat.S16_LE, sent[name])
     if hda:
         sent["play_hda"] = tones_signal(3 * RATE // 2, (440, 697, 1213))
@@ -199,7 +215,7 @@ def prepare(run: Path, plugin_log: str, backend_log: str, domu_timeout: int,
     shutil.copy(HERE / "guest/domU-init", payload / "init")
     (payload / "init").chmod(0o755)
     (payload / "etc/pvplug-scenario.sh").write_text(
-        f"FAULTS={int(faults)}\nHDA={int(hda)}\n" + SCENARIO)
+        f"FAULTS={int(faults)}\nKFRONT={int(faults)}\nHDA={int(hda)}\n" + SCENARIO)
     lib = Path("/opt/pvplug/plugin/libasound_module_pcm_pvplug.so")
     (payload / "etc/pvplug.conf").write_text(
         render_conf(lib, {"transport": "xen", "timeout": 5, "log_level": plugin_log}))
@@ -299,13 +315,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build-timeout", type=float, default=540)
     ap.add_argument("--boot-timeout", type=float, default=240)
-    ap.add_argument("--domu-timeout", type=int, default=150, help="dom0 destroys the domU after this")
+    ap.add_argument("--domu-timeout", type=int, default=190, help="dom0 destroys the domU after this")
     ap.add_argument("--plugin-log", default="info")
     ap.add_argument("--backend-log", default="info")
     ap.add_argument("--no-faults", action="store_true", help="only the aplay/arecord path")
     ap.add_argument("--hda", action="store_true",
                     help="also: the backend's ALSA sink on QEMU's Intel HDA, correlated with the "
-                         "input (experimental: fails so far, see xenharness/README.md)")
+                         "input")
     ap.add_argument("--keep", type=int, default=5, help="run directories kept in the cache")
     args = ap.parse_args()
 
@@ -366,14 +382,24 @@ def main() -> int:
               re.finditer(r"PVPLUG-DOMU: start (\w+) wall=([\d.]+)", console)}
     names = ["play_s16", "play_f32", "capture"]
     if not args.no_faults:
-        names += ["wait_kill", "after_kill", "wait_restart", "restarted", "after_restart"]
+        names += ["wait_kill", "after_kill", "wait_restart", "restarted", "after_restart",
+                  "kfront_connected", "kfront_refused", "kfront_play", "after_unbind"]
     if hda:
         names += ["restarted_alsa", "play_hda"]
+    must_fail = {"kfront_refused"}  # the plugin must refuse a device the kernel drives
     for name in names:
         if name not in steps:
             failures.append(f"domU step {name} did not run")
-        elif steps[name][0] != 0:
+        elif (steps[name][0] != 0) != (name in must_fail):
             failures.append(f"domU step {name} exited {steps[name][0]}")
+    if "kfront_refused" in steps:
+        said = "\n".join(ln for ln in console.splitlines() if ln.startswith("[kfront_refused] "))
+        took = steps["kfront_refused"][1] - starts.get("kfront_refused", 0.0)
+        print(f"  plugin on a device snd_xen_front drives: rc {steps['kfront_refused'][0]} "
+              f"after {took:.2f} s: {said!r}")
+        for needle in ("snd_xen_front", "/sys/bus/xen/drivers/vsnd/unbind"):
+            if needle not in said:
+                failures.append(f"kfront_refused: the plugin's error does not name {needle!r}")
 
     # playback: every backend WAV; each played file must be one of them, bit-exact
     wavs = sorted((share / "out").glob("*.wav"))
@@ -387,7 +413,8 @@ def main() -> int:
     print(f"  backend wrote: {[n for n, _i, _d in outs]}")
     expect = [("play_s16", PcmFormat.S16_LE), ("play_f32", PcmFormat.FLOAT_LE)]
     if not args.no_faults:
-        expect += [("after_kill", PcmFormat.S16_LE), ("after_restart", PcmFormat.S16_LE)]
+        expect += [("after_kill", PcmFormat.S16_LE), ("after_restart", PcmFormat.S16_LE),
+                   ("kfront", PcmFormat.S16_LE), ("after_unbind", PcmFormat.S16_LE)]
     for name, fmt in expect:
         info_want = WavInfo(fmt, CHANNELS, RATE)
         match = [n for n, info, data in outs if info == info_want and exact(data, sent[name]) is None]
