@@ -6,8 +6,9 @@ wall time and CPU time (``wait4`` rusage): the open must fail within 1 s
 names the cause, and the CPU time must stay small, proving that nothing
 loops.  Covered: a plugin whose Python package cannot be imported, unknown,
 malformed, missing and block-valued options, transport sim without a
-simulator, transport xen outside Xen, a card that does not exist, and a card held by another process
-(EBUSY), which is free again once that process is gone, even after SIGKILL.
+simulator, transport xen outside Xen, a card that does not exist, and a card
+held by another process (EBUSY), which is free again once that process is
+gone, even after SIGKILL.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ whose vsnd card comes from ``xl``'s ``vsnd = [...]``; aplay (s16_le, f32_le) and
 through the real grant tables, event channels and xenstore, and the bytes are compared
 bit-exact on the host.  Also: clients and the backend killed mid-stream, Linux's own
 snd_xen_front served by our backend (and the plugin refusing the device meanwhile), and the
-backend's ALSA sink on QEMU's emulated Intel HDA.  Slow (about a minute warm, several cold), so it is skipped with the
-reason printed when the machine cannot run it (not root, no qemu/apt, cold cache without
-network) or when ``PVPLUG_REAL_XEN=0``.
+backend's ALSA sink on QEMU's emulated Intel HDA.  Slow (about two minutes warm, several
+cold), so it is skipped with the reason printed when the machine cannot run it (not root,
+no qemu/apt, cold cache without network) or when ``PVPLUG_REAL_XEN=0``.
 """
 
 from __future__ import annotations

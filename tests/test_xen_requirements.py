@@ -75,8 +75,7 @@ def test_unprivileged_user_is_told_about_permissions(world_dir: Path) -> None:
     real process running as nobody."""
     if os.geteuid() != 0:
         pytest.skip("needs root to switch to an unprivileged uid")
-    tmp_path = world_dir
-    fake = {name: str(tmp_path / name) for name in ("gntalloc", "evtchn", "xenbus")}
+    fake = {name: str(world_dir / name) for name in ("gntalloc", "evtchn", "xenbus")}
     for path in fake.values():
         Path(path).write_bytes(b"")
         os.chmod(path, 0o600)
@@ -96,12 +95,12 @@ def test_unprivileged_user_is_told_about_permissions(world_dir: Path) -> None:
     system_python = "/usr/bin/python3"
     if not os.access(system_python, os.X_OK):
         pytest.skip(f"no {system_python} for the unprivileged probe")
-    shutil.copytree(REPO / "alsa_pvplug", tmp_path / "pkg" / "alsa_pvplug",
+    shutil.copytree(REPO / "alsa_pvplug", world_dir / "pkg" / "alsa_pvplug",
                     ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.c"))
     nobody = 65534
     out = subprocess.run([system_python, "-I", "-c", f"import sys; sys.path.insert(0, "
-                          f"{str(tmp_path / 'pkg')!r})\n" + probe],
-                         capture_output=True, text=True, timeout=30, cwd=tmp_path,
+                          f"{str(world_dir / 'pkg')!r})\n" + probe],
+                         capture_output=True, text=True, timeout=30, cwd=world_dir,
                          user=nobody, group=nobody, extra_groups=[], env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     code, text = json.loads(out.stdout)

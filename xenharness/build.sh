@@ -119,17 +119,19 @@ if [ ! -s domU-base.gz ] || [ "$(cat domU-base.srcsum 2>/dev/null)" != "$BASESUM
   cp /bin/busybox $I/bin/
   /bin/busybox --list | while read -r a; do [ "$a" = busybox ] || ln -sf busybox $I/bin/$a; done
   ln -s bin $I/sbin
-  mods=$(for m in xen-evtchn xen-gntalloc xen-gntdev xenfs; do modprobe -d k -S "$KV" --show-depends $m; done \
-         | awk '$1=="insmod"{print $2}' | awk '!seen[$0]++')
-  for f in $mods; do cp "$f" $I/mods/; done
-  for f in $mods; do basename "$f" .ko; done > $I/mods/order
+  # mods LIST NAME...: copy the modules NAMEs need (in load order) and list the new ones
+  mods() {
+    local list=$1; shift
+    for m in "$@"; do modprobe -d k -S "$KV" --show-depends $m; done | awk '$1=="insmod"{print $2}' \
+      | while read -r f; do
+          b=$(basename "$f" .ko); [ -e $I/mods/$b.ko ] && continue
+          cp "$f" $I/mods/; echo "$b"
+        done > $I/mods/$list
+  }
+  mods order xen-evtchn xen-gntalloc xen-gntdev xenfs
   # Linux's own vsnd frontend, loaded only by the scenario that checks the plugin refuses
   # a device it drives (and that our backend serves it): not in mods/order
-  kmods=$(modprobe -d k -S "$KV" --show-depends snd-xen-front | awk '$1=="insmod"{print $2}')
-  for f in $kmods; do cp "$f" $I/mods/; done
-  for f in $kmods; do basename "$f" .ko; done | grep -vxF -f $I/mods/order > $I/mods/kfront-order || true
-  # the .pyc files go along (Debian compiled the stdlib and cffi at install, we compiled our
-  # package): without them every domU process compiles what it imports, ~8 s under TCG
+  mods kfront-order snd-xen-front
   PY=python3.11
   files=$(cat <<LIST
 /usr/bin/$PY
@@ -145,6 +147,8 @@ LIST
 )
   files="$files $(cd rootfs && ls usr/lib/python3/dist-packages/_cffi_backend*.so | sed 's|^|/|')"
   files=$(for f in $files; do [ -e "rootfs$f" ] && echo "$f"; done)
+  # the .pyc files go along (Debian compiled the stdlib and cffi at install, we compiled our
+  # package): without them every domU process compiles what it imports, ~8 s under TCG
   (cd rootfs && tar cf - --exclude=test --exclude=tests --exclude=idlelib --exclude=tkinter --exclude=ensurepip \
      --exclude=lib2to3 --exclude=pydoc_data --exclude='config-3*' --exclude=turtledemo \
      $(for f in $files; do echo ".$f"; done) 2>/dev/null) | tar xf - -C $I

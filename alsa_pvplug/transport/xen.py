@@ -325,26 +325,30 @@ def _problems(role: str) -> list[tuple[int, str]]:
         raise ValueError(f"role must be one of {ROLES}, not {role!r}")
     problems: list[tuple[int, str]] = []
 
+    def denied(path: str) -> tuple[int, str]:
+        return (errno.EACCES, f"{path} is not readable and writable by uid {os.getuid()}: "
+                "give it a group of yours (udev rule in the README)")
+
     def need(path: str, module: str) -> None:
         if not os.path.exists(path):
             problems.append((errno.ENODEV, f"{path} is missing: load the kernel module "
                              f"{module} (is this a Xen domain?)"))
         elif not os.access(path, os.R_OK | os.W_OK):
-            problems.append((errno.EACCES, f"{path} is not readable and writable by uid "
-                             f"{os.getuid()}: give it a group of yours (udev rule in the README)"))
+            problems.append(denied(path))
 
     need(GNTALLOC_DEVICE if role == "frontend" else GNTDEV_DEVICE,
          "xen-gntalloc" if role == "frontend" else "xen-gntdev")
     need(EVTCHN_DEVICE, "xen-evtchn")
-    sockets = [p for p in XENSTORED_SOCKETS if os.path.exists(p)] if role == "backend" else []
-    present = [p for p in XENBUS_DEVICES if os.path.exists(p)]
-    if not sockets and not present:
-        where = " or ".join((XENSTORED_SOCKETS[0],) * (role == "backend") + XENBUS_DEVICES)
-        problems.append((errno.ENODEV, f"xenstore is unreachable: no {where} (is this a Xen "
-                         "domain, with xenfs mounted or xen-xenbus loaded?)"))
-    elif not sockets and not any(os.access(p, os.R_OK | os.W_OK) for p in present):
-        problems.append((errno.EACCES, f"{present[0]} is not readable and writable by uid "
-                         f"{os.getuid()}: give it a group of yours (udev rule in the README)"))
+    # xs_open(0): a backend in dom0 may reach xenstored's socket instead of xenbus
+    sockets = XENSTORED_SOCKETS if role == "backend" else ()
+    if not any(os.path.exists(p) for p in sockets):
+        present = [p for p in XENBUS_DEVICES if os.path.exists(p)]
+        if not present:
+            where = " or ".join(sockets[:1] + XENBUS_DEVICES)
+            problems.append((errno.ENODEV, f"xenstore is unreachable: no {where} (is this a "
+                             "Xen domain, with xenfs mounted or xen-xenbus loaded?)"))
+        elif not any(os.access(p, os.R_OK | os.W_OK) for p in present):
+            problems.append(denied(present[0]))
     try:
         ctypes.CDLL(LIBGCC_S)
     except OSError:
