@@ -43,6 +43,7 @@ from .protocol.ring import EventRingFront, FrontRing, wrap_pieces
 from .protocol.sndif import HwParams, Op, PcmFormat, Trigger
 from .protocol.stream import StreamProtocol, StreamState
 from .protocol.xenbus import XenbusState, parse_state
+from .protocol.xsnum import DOMID_MAX, parse_uint
 from .transport.base import EventChannel, GrantSharer, SharedPages, Transport
 from .transport.memory import NativeIndexOps
 
@@ -65,13 +66,13 @@ class Card:
         dom_path = self.xs.get_domain_path(transport.domid)
         self.fe_dir = f"{dom_path}/device/vsnd/{devid}"
         be_dir = self.xs.read(f"{self.fe_dir}/backend")
-        be_id = self.xs.read_int(f"{self.fe_dir}/backend-id")
-        if be_dir is None or be_id is None:
+        raw_id = self.xs.read(f"{self.fe_dir}/backend-id")
+        if be_dir is None or raw_id is None:
             raise ConfigError(
                 f"no vsnd device {devid} for domain {transport.domid}: "
                 f"{self.fe_dir}/backend or backend-id missing", key=f"{self.fe_dir}/backend")
         self.be_dir: str = be_dir
-        self.be_domid: int = be_id
+        self.be_domid: int = parse_uint(raw_id, 0, DOMID_MAX, f"{self.fe_dir}/backend-id")
         self.config: CardConfig = parse_card_config(self.xs.read_tree(self.fe_dir))
         self.streams: dict[tuple[int, int], Stream] = {
             (sc.pcm_index, sc.stream_index): Stream(self, sc) for sc in self.config.streams}
@@ -120,12 +121,17 @@ class Card:
             self.evtchn = self.transport.open_event_channel()
         if self.sharer is None:
             self.sharer = self.transport.open_grant_sharer()
-        fe = parse_state(self.xs.read(f"{self.fe_dir}/state"))
+        raw = self.xs.read(f"{self.fe_dir}/state")
+        try:
+            fe = parse_state(raw)
+        except RemoteProtocolError:
+            fe = None  # garbage in our own node (dom0 may write anywhere): ours to reset
         if fe not in (XenbusState.INITIALISING, XenbusState.UNKNOWN):
             # A previous owner died or left the device configured: its grants
             # and ports died with it.  Going back to Initialising makes the
             # backend release them and return to InitWait (libxenbe).
-            logger.info("vsnd %d: stale frontend state %s, resetting", self.devid, fe.name)
+            logger.info("vsnd %d: stale frontend state %r, resetting", self.devid,
+                        fe.name if fe is not None else raw)
             self._write_state(XenbusState.INITIALISING)
         self._refresh_be_state()
         self._wait(lambda: self.be_state == XenbusState.INIT_WAIT, deadline,

@@ -181,3 +181,85 @@ def test_guest_initialised_without_rings_is_refused_then_recovers(sim, tmp_path)
     finally:
         t.close()
         be.stop()
+
+
+def _play_bit_exact(t, out: Path, domid: int, seed: int) -> None:
+    c = Card.open(t, timeout=3)
+    try:
+        st = c.stream(0, 0)
+        n_before = len(list(out.glob(f"dom{domid}-*.wav")))
+        st.open(PcmFormat.S16_LE, 2, 48000, buffer_frames=4800, period_frames=960)
+        data = make_signal(PcmFormat.S16_LE, 2, 4800, seed=seed)
+        st.write(data)
+        st.drain()
+        st.close()
+        wait_until(lambda: len(list(out.glob(f"dom{domid}-*.wav"))) > n_before, 5, "a WAV")
+        wav = sorted(out.glob(f"dom{domid}-*.wav"))[-1]
+        from alsa_pvplug.backend.wavfile import read_wav
+        assert read_wav(str(wav))[1] == data
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("key", [sndif.FIELD_RING_REF, sndif.FIELD_EVT_CHNL,
+                                 sndif.FIELD_EVT_RING_REF, sndif.FIELD_EVT_EVT_CHNL])
+@pytest.mark.parametrize("value", ["\u00b2", "\u0661\u0662", "+7", "99999999999999999999999"])
+def test_guest_garbage_ring_key_closes_only_its_device(tmp_path, key, value):
+    """Regression (issue 9, defect 1): a ring key "²" (str.isdigit() is true,
+    int() raises) killed the backend for every guest.  Now only that guest's
+    device closes, with the reason in the xenbus error node; the other guest
+    plays on, and the hostile one connects once it behaves."""
+    from conftest import Sim
+
+    sim = Sim(tmp_path, ["--guest", "1", "--guest", "2"])
+    out = tmp_path / "out"
+    be = sim.backend(tmp_path, "--sink", f"wav:{out}")
+    honest = open_transport("sim", sim_dir=sim.dir, domid=1)
+    hostile = open_transport("sim", sim_dir=sim.dir, domid=2)
+    try:
+        be_state = "/local/domain/0/backend/vsnd/2/0/state"
+        wait_until(lambda: hostile.xenstore.read(be_state) == "2", 15, "backend InitWait")
+        for path in ("0/0", "0/1"):
+            for k in (sndif.FIELD_RING_REF, sndif.FIELD_EVT_CHNL,
+                      sndif.FIELD_EVT_RING_REF, sndif.FIELD_EVT_EVT_CHNL):
+                hostile.xenstore.write(f"device/vsnd/0/{path}/{k}", value if k == key else "8")
+        hostile.xenstore.write("device/vsnd/0/state", "3")
+        wait_until(lambda: hostile.xenstore.read(be_state) == "6", 5, "backend Closed")
+        assert be.alive, be.output()
+        dom0 = open_transport("sim", sim_dir=sim.dir, domid=0)
+        try:
+            err = dom0.xenstore.read("/local/domain/0/error/backend/vsnd/2/0/error")
+        finally:
+            dom0.close()
+        assert err is not None and err.startswith("22 ") and key in err, err
+        _play_bit_exact(honest, out, 1, seed=1)
+        # The hostile guest starts over: Initialising, then a real handshake.
+        hostile.xenstore.write("device/vsnd/0/state", "1")
+        wait_until(lambda: hostile.xenstore.read(be_state) == "2", 5, "InitWait again")
+        _play_bit_exact(hostile, out, 2, seed=2)
+        assert be.alive
+    finally:
+        honest.close()
+        hostile.close()
+        be.stop()
+        sim.proc.stop()
+
+
+@pytest.mark.parametrize("garbage", ["abc", "", "\u00b2", "99", "4 4"])
+def test_garbage_in_own_state_node_is_reset(sim, tmp_path, garbage):
+    """Regression (issue 9, defect 4): dom0 left garbage in the frontend's own
+    state node; connect failed parsing it before the stale-state reset, so
+    every later open failed until someone repaired xenstore."""
+    be = sim.backend(tmp_path, "--sink", f"wav:{tmp_path / 'out'}")
+    t = open_transport("sim", sim_dir=sim.dir, domid=1)
+    dom0 = open_transport("sim", sim_dir=sim.dir, domid=0)
+    try:
+        wait_until(lambda: t.xenstore.read("/local/domain/0/backend/vsnd/1/0/state") == "2",
+                   15, "backend InitWait")
+        dom0.xenstore.write("/local/domain/1/device/vsnd/0/state", garbage)
+        _play_bit_exact(t, tmp_path / "out", 1, seed=3)
+        assert be.alive
+    finally:
+        dom0.close()
+        t.close()
+        be.stop()

@@ -48,6 +48,7 @@ from ..protocol.sndif import (
     TriggerReq,
     UnknownReq,
 )
+from ..protocol.xsnum import DOMID_MAX, U32_MAX, is_decimal, parse_uint
 from ..protocol.xenbus import (
     BackendAction,
     XenbusState,
@@ -447,6 +448,14 @@ class BackendStream:
         if self.cfg.is_capture:
             self.process_pending(now)
 
+    def deadline(self) -> float | None:
+        """``next_deadline()``; None, and this device closed, if that fails."""
+        try:
+            return self.next_deadline()
+        except Exception as exc:  # noqa: BLE001 - one device, not the loop
+            self.dev.fail(exc, "pacing")
+            return None
+
     def next_deadline(self) -> float | None:
         if not self.running or self.info is None:
             return None
@@ -567,44 +576,79 @@ class VsndDevice:
             tree = xs.read_tree(self.fe_dir)
             self.config = parse_card_config(tree)
             for sc in self.config.streams:
-                keys = {}
-                for k in (sndif.FIELD_RING_REF, sndif.FIELD_EVT_CHNL,
-                          sndif.FIELD_EVT_RING_REF, sndif.FIELD_EVT_EVT_CHNL):
-                    raw = tree.get(f"{sc.path}/{k}")
-                    if raw is None or not raw.isdigit():
-                        raise ConfigError(f"{self.fe_dir}/{sc.path}/{k} missing or not a number",
-                                          key=f"{sc.path}/{k}", value=raw)
-                    keys[k] = int(raw)
+                keys = {k: parse_uint(tree.get(f"{sc.path}/{k}"), 0, U32_MAX,
+                                      f"{self.fe_dir}/{sc.path}/{k}")
+                        for k in (sndif.FIELD_RING_REF, sndif.FIELD_EVT_CHNL,
+                                  sndif.FIELD_EVT_RING_REF, sndif.FIELD_EVT_EVT_CHNL)}
                 st = BackendStream(self, sc)
                 self.streams.append(st)
                 st.connect(self.backend.mapper, self.backend.evtchn, keys)
                 self.backend.ports[st.req_port] = st
                 self.backend.ports[st.evt_port] = None
         except (PvSndError, OSError) as exc:
-            logger.error("%s: connect failed: %s", self.name, exc)
-            self.release()  # not Connected yet: unmaps and unbinds, writes no state
-            self.write_state(XenbusState.CLOSING)
-            self.write_state(XenbusState.CLOSED)
+            self.fail(exc, "connect failed")
             return
         self.write_state(XenbusState.CONNECTED)
+        self._clear_error()
         now = time.monotonic()
         for st in self.streams:  # requests may already be queued
             st.on_request_notify(now)
 
-    def release(self, final: bool = False) -> None:
-        """Unmap and unbind everything; then InitWait again, or Closed when
-        the backend itself is going away (``final``)."""
+    @property
+    def error_path(self) -> str:
+        """Where xenbus drivers leave the reason they gave up on a device
+        (Linux ``xenbus_dev_error``: ``error/<nodename>/error``, in our domain)."""
+        rel = self.be_dir.removeprefix(self.backend.dom_path + "/")
+        return f"{self.backend.dom_path}/error/{rel}/error"
+
+    def fail(self, exc: BaseException, what: str) -> None:
+        """Give up on this device only (Linux ``xenbus_dev_fatal``): record why,
+        unmap and unbind everything, go Closing/Closed.  The guest gets InitWait
+        again once it goes back to Initialising.  Never raises."""
+        code = exc.errno if isinstance(exc, (PvSndError, OSError)) and exc.errno else errno.EIO
+        if isinstance(exc, (PvSndError, OSError)):
+            logger.error("%s: %s: %s", self.name, what, exc)
+        else:
+            logger.exception("%s: %s (a bug; this device is closed, the others carry on)",
+                             self.name, what)
+        try:
+            self.backend.xs.write(self.error_path, f"{code} {what}: {exc}"[:1024])
+        except (PvSndError, OSError) as werr:
+            logger.warning("%s: writing %s: %s", self.name, self.error_path, werr)
+        try:
+            self._release_streams()
+            if self.state != XenbusState.CLOSED:
+                if self.state != XenbusState.CLOSING:
+                    self.write_state(XenbusState.CLOSING)
+                self.write_state(XenbusState.CLOSED)
+        except (PvSndError, OSError) as rerr:
+            logger.warning("%s: closing after failure: %s", self.name, rerr)
+            self.state = XenbusState.CLOSED
+
+    def _clear_error(self) -> None:
+        try:
+            if self.backend.xs.read(self.error_path) is not None:
+                self.backend.xs.rm(self.error_path)
+        except (PvSndError, OSError) as exc:
+            logger.debug("%s: removing %s: %s", self.name, self.error_path, exc)
+
+    def _release_streams(self) -> None:
         for st in self.streams:
             self.backend.ports.pop(st.req_port, None)
             self.backend.ports.pop(st.evt_port, None)
             st.release(self.backend.mapper, self.backend.evtchn)
         self.streams = []
+
+    def release(self, final: bool = False) -> None:
+        """Unmap and unbind everything; then InitWait again, or Closed when
+        the backend itself is going away (``final``)."""
+        self._release_streams()
         if self.state == XenbusState.CONNECTED:
             self.write_state(XenbusState.CLOSING)
             self.write_state(XenbusState.CLOSED)
             if not final:
                 self.write_state(XenbusState.INIT_WAIT)
-        elif final:
+        elif final and self.state != XenbusState.CLOSED:
             self.write_state(XenbusState.CLOSED)
 
 
@@ -621,7 +665,8 @@ class Backend:
         self.evtchn = transport.open_event_channel()
         self.ports: dict[int, BackendStream | None] = {}
         self.devices: dict[tuple[int, int], VsndDevice] = {}
-        self.root = f"{self.xs.get_domain_path(transport.domid)}/backend/vsnd"
+        self.dom_path = self.xs.get_domain_path(transport.domid)
+        self.root = f"{self.dom_path}/backend/vsnd"
         self.xs.watch(self.root, "devices")
         self._stopping = False
 
@@ -639,8 +684,10 @@ class Backend:
         """Pick up new devices, forget removed ones."""
         seen = set()
         for fe in self.xs.directory(self.root) or []:
+            if not is_decimal(fe) or int(fe) > DOMID_MAX:
+                continue
             for dev in self.xs.directory(f"{self.root}/{fe}") or []:
-                if not (fe.isdigit() and dev.isdigit()):
+                if not is_decimal(dev) or int(dev) > U32_MAX:
                     continue
                 key = (int(fe), int(dev))
                 seen.add(key)
@@ -649,23 +696,32 @@ class Backend:
                     if not d.fe_dir:
                         continue
                     self.devices[key] = d
-                    self.xs.watch(f"{d.fe_dir}/state", f"fe:{fe}:{dev}")
-                    d.start()
+                    self.xs.watch(f"{d.fe_dir}/state", f"fe:{key[0]}:{key[1]}")
+                    self.guard(d, "start", d.start)
         for key in list(self.devices):
             if key not in seen:
                 d = self.devices.pop(key)
                 _quietly(self.xs.unwatch, f"{d.fe_dir}/state", f"fe:{key[0]}:{key[1]}")
-                d.release()
+                self.guard(d, "remove", d.release)
+
+    def guard(self, device: "VsndDevice", what: str, fn: Callable[..., None],
+              *args: Any) -> None:
+        """Run one device's handling; whatever it raises closes that device
+        (``VsndDevice.fail``) and never reaches the loop serving the others."""
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - containment is the point
+            device.fail(exc, what)
 
     def _on_watch(self) -> None:
         for _path, token in self.xs.check_watch():
             if token == "devices":
                 self.scan()
             elif token.startswith("fe:"):
-                _, fe, dev = token.split(":")
+                _, fe, dev = token.split(":")  # our own tokens
                 d = self.devices.get((int(fe), int(dev)))
                 if d is not None:
-                    d.on_frontend_state()
+                    self.guard(d, "frontend state change", d.on_frontend_state)
 
     def _on_evtchn(self) -> None:
         now = time.monotonic()
@@ -673,7 +729,7 @@ class Backend:
             _quietly(self.evtchn.unmask, port)
             st = self.ports.get(port)
             if st is not None:
-                st.on_request_notify(now)
+                self.guard(st.dev, "request", st.on_request_notify, now)
 
     def streams(self) -> list[BackendStream]:
         return [st for d in self.devices.values() for st in d.streams]
@@ -686,7 +742,7 @@ class Backend:
         self.scan()
         try:
             while not self._stopping and not until():
-                deadlines = [t for st in self.streams() if (t := st.next_deadline()) is not None]
+                deadlines = [t for st in self.streams() if (t := st.deadline()) is not None]
                 now = time.monotonic()
                 timeout = 0.5 if not deadlines else max(0.0, min(min(deadlines) - now, 0.5))
                 for key, _ in sel.select(timeout):
@@ -694,7 +750,7 @@ class Backend:
                 now = time.monotonic()
                 for st in self.streams():
                     if st.running:
-                        st.step(now)
+                        self.guard(st.dev, "playing", st.step, now)
         finally:
             sel.close()
 

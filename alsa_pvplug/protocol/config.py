@@ -22,12 +22,12 @@ truncated.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from .sndif import PcmFormat, format_from_string, format_to_string
+from .xsnum import DOMID_MAX, is_decimal, parse_uint
 
 __all__ = [
     "CardConfig",
@@ -86,7 +86,6 @@ _PCM_NAME_MAX = 80
 # buffer_sz travels as a uint32 in OPEN (sndif.h xensnd_open_req).
 _U32_MAX = 0xFFFF_FFFF
 _U8_MAX = 0xFF
-_DECIMAL = re.compile(r"[0-9]+")
 
 _TYPE_PLAYBACK = "p"
 _TYPE_CAPTURE = "c"
@@ -173,13 +172,7 @@ def _err(key: str, value: object, why: str) -> ConfigError:
 
 
 def _parse_uint(key: str, raw: str, lo: int, hi: int) -> int:
-    s = raw.strip()
-    if not _DECIMAL.fullmatch(s):
-        raise _err(key, raw, "not a decimal number")
-    v = int(s)
-    if not lo <= v <= hi:
-        raise _err(key, raw, f"out of range {lo}..{hi}")
-    return v
+    return parse_uint(raw, lo, hi, key)
 
 
 def _list_items(raw: str) -> list[str]:
@@ -205,7 +198,7 @@ def _parse_rates(key: str, raw: str) -> frozenset[int]:
     items = _list_items(raw)
     out = set()
     for item in items:
-        if not _DECIMAL.fullmatch(item):
+        if not is_decimal(item):
             raise _err(key, raw, f"rate {item!r} is not a decimal number")
         rate = int(item)
         if rate in SUPPORTED_RATES:  # others ignored, as Linux cfg_hw_rates
@@ -651,8 +644,8 @@ _OPTION_PARSERS = {
     "stream": lambda k, v: _parse_uint(k, v, 0, 2**31 - 1),
     "transport": lambda k, v: _parse_choice(k, v, TRANSPORTS),
     "sim_dir": lambda k, v: v,
-    "domid": lambda k, v: _parse_uint(k, v, 0, 0x7FEF),
-    "backend_domid": lambda k, v: _parse_uint(k, v, 0, 0x7FEF),
+    "domid": lambda k, v: _parse_uint(k, v, 0, DOMID_MAX),
+    "backend_domid": lambda k, v: _parse_uint(k, v, 0, DOMID_MAX),
     "timeout": _parse_seconds,
     "log_level": lambda k, v: _parse_choice(k, v, LOG_LEVELS),
 }

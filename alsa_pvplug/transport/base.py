@@ -177,15 +177,6 @@ class XenStore(abc.ABC):
                 return result
         raise XenError("xs_transaction_end", errno.EAGAIN, f"gave up after {attempts} attempts")
 
-    def read_int(self, path: str, tx: int = 0) -> int | None:
-        value = self.read(path, tx)
-        if value is None:
-            return None
-        try:
-            return int(value)
-        except ValueError:
-            return None
-
     def read_tree(self, base: str) -> dict[str, str]:
         """Every node below ``base`` as {path relative to base: value}."""
         tree: dict[str, str] = {}
