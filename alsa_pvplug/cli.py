@@ -18,8 +18,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
+from .backend.limits import StreamLimits
 from .errors import ConfigError, PvSndError
 
 
@@ -56,8 +57,12 @@ def cmd_backend(args: argparse.Namespace) -> int:
 
     transport = open_transport(args.transport, sim_dir=args.sim_dir, domid=args.domid,
                                role="backend")
+    limits = StreamLimits(min_period_us=args.min_period_us,
+                          max_request_rate=args.max_request_rate,
+                          max_event_rate=args.max_event_rate)
     backend = Backend(transport, parse_sink(args.sink), parse_source(args.source),
-                      BackendOptions(paced=not args.unpaced, pos_frames=args.pos_frames))
+                      BackendOptions(paced=not args.unpaced, pos_frames=args.pos_frames,
+                                     limits=limits))
     signal.signal(signal.SIGTERM, lambda *_: backend.stop())
     signal.signal(signal.SIGINT, lambda *_: backend.stop())
     try:
@@ -188,6 +193,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
             _stop(p)
 
 
+def _positive(kind: type) -> "Callable[[str], object]":
+    def parse(text: str) -> object:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pvplug", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -209,6 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--source", default="sine:440", help="null | wav:FILE | sine:FREQ | alsa:DEVICE")
     b.add_argument("--unpaced", action="store_true", help="do not pace to the clock")
     b.add_argument("--pos-frames", type=int, help="send CUR_POS at least every N frames")
+    defaults = StreamLimits()
+    b.add_argument("--min-period-us", type=_positive(int), default=defaults.min_period_us,
+                   metavar="US", help="per stream: refuse OPEN with a shorter period "
+                   f"(default {defaults.min_period_us})")
+    b.add_argument("--max-request-rate", type=_positive(float), metavar="N",
+                   default=defaults.max_request_rate,
+                   help="per stream: requests a second before answering -EBUSY "
+                   f"(default {defaults.max_request_rate:g})")
+    b.add_argument("--max-event-rate", type=_positive(float), metavar="N",
+                   default=defaults.max_event_rate,
+                   help=f"per stream: CUR_POS events a second at most "
+                   f"(default {defaults.max_event_rate:g})")
     b.set_defaults(func=cmd_backend)
 
     d = sub.add_parser("demo", help="play and capture through sim + backend")

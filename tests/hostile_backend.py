@@ -35,12 +35,12 @@ def respond(self: Stream, resp: Resp) -> None:
     orig_respond(self, resp)
 
 
-def event(self: Stream) -> None:
+def event(self: Stream, now: float) -> None:
     if mode == "absurd-pos":
         self.evt.put_event(sndif.encode_event(CurPosEvt(self.evt_id, 2**60)))
         self.dev.backend.notify(self.evt_port)
         return
-    orig_event(self)
+    orig_event(self, now)
 
 
 Stream._respond = respond

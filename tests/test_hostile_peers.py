@@ -263,3 +263,115 @@ def test_garbage_in_own_state_node_is_reset(sim, tmp_path, garbage):
         dom0.close()
         t.close()
         be.stop()
+
+
+def test_backend_bounds_period_and_reports_it(sim, card, tmp_path):
+    """Regression (issue 9, defect 6): a one-frame period drove the backend's
+    CPU from 5 % to 30 %.  OPEN below --min-period-us is refused with a
+    message; HW_PARAM_QUERY says what the minimum is."""
+    be = sim.backend(tmp_path, "--min-period-us", "1000")
+    try:
+        c = card()
+        g = RawGuest(c, c.stream(0, 0))
+        assert g.open(period_sz=4).status == -errno.EINVAL  # one S16 stereo frame
+        assert g.open(period_sz=47 * 4).status == -errno.EINVAL  # 0.98 ms at 48 kHz
+        q = g.send(HwParamQuery(g.rid(), HwParams(1 << int(PcmFormat.S16_LE), (48000, 48000),
+                                                  (2, 2), (1, 1 << 20), (1, 1 << 20))))
+        assert q.status == 0 and q.hw_param.period[0] == 48
+        assert "shorter than this backend's minimum of 1000 us" in be.output()
+        assert g.open(period_sz=48 * 4).status == 0
+    finally:
+        be.stop()
+
+
+def _flood(g: RawGuest, n: int) -> list[int]:
+    """Keep the ring full of HW_PARAM_QUERYs for ``n`` answers; their statuses."""
+    st, card = g.st, g.card
+    q = HwParams(1 << int(PcmFormat.S16_LE), (48000, 48000), (2, 2), (1, 4096), (256, 256))
+    statuses: list[int] = []
+    outstanding = 0
+    deadline = time.monotonic() + 20
+    while len(statuses) < n:
+        assert time.monotonic() < deadline, f"flood stalled after {len(statuses)} answers"
+        while outstanding < ring_mod.RING_SIZE:
+            st.ring.put_request(sndif.encode_request(HwParamQuery(g.rid() & 0xFFFF, q)))
+            outstanding += 1
+        if st.ring.push_requests():
+            card.evtchn.notify(st.req_port)
+        card.process(0.01)
+        while st._responses:
+            statuses.append(st._responses.popleft().status)
+            outstanding -= 1
+    return statuses
+
+
+def test_request_flood_is_refused_and_the_other_stream_plays(sim, card, tmp_path):
+    """Above --max-request-rate a stream's requests get -EBUSY (then wait);
+    the capture stream of the same card meanwhile records in real time."""
+    be = sim.backend(tmp_path, "--max-request-rate", "500", "--source", "sine:440")
+    try:
+        c = card()
+        g = RawGuest(c, c.stream(0, 0))
+        cap = c.stream(0, 1)
+        cap.open(PcmFormat.S16_LE, 2, 48000, 4800, 960)
+        t0 = time.monotonic()
+        statuses = _flood(g, 600)
+        assert set(statuses) <= {0, -errno.EBUSY}
+        assert statuses.count(-errno.EBUSY) > 50, statuses.count(-errno.EBUSY)
+        # 600 answers at 500/s served + 125/s refused, after bursts of 64 + 32:
+        assert time.monotonic() - t0 > 0.5
+        assert "requests a second (--max-request-rate): answering -EBUSY" in be.output()
+        assert len(cap.read(9600)) == 9600 * 4
+        cap.close()
+        assert be.alive
+    finally:
+        be.stop()
+
+
+NOTIFY_FLOOD = r"""
+import sys, time
+from alsa_pvplug.frontend import Card
+from alsa_pvplug.transport import open_transport
+t = open_transport("sim", sim_dir=sys.argv[1], domid=2)
+c = Card.open(t, timeout=5)
+st = c.stream(0, 0)
+n, end = 0, time.monotonic() + float(sys.argv[2])
+print("flooding", flush=True)
+while time.monotonic() < end:
+    for port in (st.req_port, st.evt_port):
+        c.evtchn.notify(port)
+        n += 1
+print("notified", n, flush=True)
+c.close()
+t.close()
+"""
+
+
+def test_notify_flood_does_not_disturb_another_guest(tmp_path):
+    """A guest notifying its ports without pause: the backend's wakes for it
+    are bounded (the port stays masked over --max-request-rate) and another
+    guest plays bit-exact meanwhile."""
+    from conftest import Sim
+
+    sim = Sim(tmp_path, ["--guest", "1", "--guest", "2"])
+    out = tmp_path / "out"
+    be = sim.backend(tmp_path, "--sink", f"wav:{out}", "--max-request-rate", "1000")
+    honest = open_transport("sim", sim_dir=sim.dir, domid=1)
+    flood = None
+    try:
+        flood = Proc([sys.executable, "-c", NOTIFY_FLOOD, str(sim.dir), "4"],
+                     tmp_path / "flood.log")
+        wait_until(lambda: "flooding" in flood.output() or not flood.alive, 15, "the flood")
+        t0 = time.monotonic()
+        _play_bit_exact(honest, out, 1, seed=5)  # 0.1 s of audio
+        _play_bit_exact(honest, out, 1, seed=6)
+        assert time.monotonic() - t0 < 3, "the honest guest was slowed down"
+        wait_until(lambda: not flood.alive, 15, "the flood to end")
+        assert "notified" in flood.output(), flood.output()
+        assert be.alive
+    finally:
+        if flood is not None:
+            flood.stop()
+        honest.close()
+        be.stop()
+        sim.proc.stop()

@@ -550,3 +550,45 @@ def test_wrap_pieces(start, count, size, expected):
     from alsa_pvplug.protocol.ring import wrap_pieces
 
     assert wrap_pieces(start, count, size) == expected
+
+
+class TestTakeRequestsLimit:
+    """BackRing.take_requests(limit): a rate-limited backend takes part of the ring."""
+
+    def _pair(self):
+        buf = bytearray(4096)
+        front = FrontRing(buf, BufferIndexOps(buf))
+        back = BackRing(buf, BufferIndexOps(buf))
+        return buf, front, back
+
+    def test_limit_leaves_the_rest_and_does_not_rearm(self):
+        buf, front, back = self._pair()
+        for i in range(5):
+            front.put_request(bytes([i]) * 64)
+        front.push_requests()
+        event_before = BufferIndexOps(buf).load(REQ_EVENT_OFF)
+        got = back.take_requests(limit=2)
+        assert [g[0] for g in got] == [0, 1]
+        assert back.has_unconsumed()
+        assert BufferIndexOps(buf).load(REQ_EVENT_OFF) == event_before
+        got = back.take_requests(limit=10)
+        assert [g[0] for g in got] == [2, 3, 4]
+        assert not back.has_unconsumed()
+        # Caught up: req_event is armed for the next request, as without a limit.
+        assert BufferIndexOps(buf).load(REQ_EVENT_OFF) == back.req_cons + 1
+
+    def test_limit_exactly_what_is_there_rearms(self):
+        buf, front, back = self._pair()
+        for i in range(3):
+            front.put_request(bytes([i]) * 64)
+        front.push_requests()
+        assert len(back.take_requests(limit=3)) == 3
+        assert not back.has_unconsumed()
+        assert BufferIndexOps(buf).load(REQ_EVENT_OFF) == back.req_cons + 1
+
+    def test_limit_zero_takes_nothing(self):
+        buf, front, back = self._pair()
+        front.put_request(bytes(64))
+        front.push_requests()
+        assert back.take_requests(limit=0) == []
+        assert back.has_unconsumed()

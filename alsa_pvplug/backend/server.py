@@ -27,7 +27,7 @@ import math
 import selectors
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import ConfigError, PvSndError, RemoteProtocolError, XenError
@@ -58,6 +58,7 @@ from ..protocol.xenbus import (
 )
 from ..transport.base import EventChannel, GrantMapper, SharedPages, Transport
 from ..transport.memory import NativeIndexOps
+from .limits import StreamLimits, TokenBucket
 from .wavfile import WavInfo
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,16 @@ class RequestFailed(Exception):
 class BackendOptions:
     paced: bool = True            # False: consume/produce as fast as possible
     pos_frames: int | None = None  # finer CUR_POS cadence than one period
+    limits: StreamLimits = field(default_factory=StreamLimits)
+
+
+@dataclass
+class _Refused:
+    """A request answered with ``status`` without being handled (over a limit)."""
+
+    req: Any
+    status: int
+    why: str
 
 
 class BackendStream:
@@ -100,6 +111,13 @@ class BackendStream:
         self.broken: str | None = None
         self.pending: deque[Any] = deque()  # requests not yet answered, in order
         self.evt_id = 0  # per stream, never reset by OPEN (as snd_be)
+        limits = device.backend.options.limits
+        now = time.monotonic()
+        self.requests = limits.request_bucket(now)
+        self.refusals = limits.refusal_bucket(now)
+        #: requests wait in the ring until then (over both buckets), or None
+        self.throttled_until: float | None = None
+        self._refused_logged = 0.0
         self._reset_open_state()
 
     def _reset_open_state(self) -> None:
@@ -126,6 +144,8 @@ class BackendStream:
         self.anchor_t = 0.0
         self.anchor_frames = 0
         self.last_evt_pos: int | None = None
+        self.last_evt_t = -math.inf
+        self.evt_owed = False  # a CUR_POS held back by the event rate
         self.dry = False
 
     # -- connection ----------------------------------------------------------
@@ -154,17 +174,35 @@ class BackendStream:
     def on_request_notify(self, now: float) -> None:
         if self.ring is None or self.broken:
             return
+        served = self.requests.available(now)
+        refused = self.refusals.available(now)
         try:
-            slots = self.ring.take_requests()
+            slots = self.ring.take_requests(limit=served + refused)
         except RemoteProtocolError as exc:
             # The ring itself is garbage: we cannot even answer.  Stop serving
             # this stream; the device and its other streams carry on.
             self.broken = str(exc)
             logger.error("%s: %s; stream no longer served", self.label, exc)
             return
-        for slot in slots:
-            self.pending.append(sndif.decode_request(slot))
+        for i, slot in enumerate(slots):
+            req = sndif.decode_request(slot)
+            if i < served:
+                self.requests.take(now)
+                self.pending.append(req)
+            else:
+                self.refusals.take(now)
+                self.pending.append(_Refused(req, -errno.EBUSY, self._over_rate(now)))
+        # More waiting than both buckets allow: leave them in the ring.
+        self.throttled_until = self.requests.when(now) if self.ring.has_unconsumed() else None
         self.process_pending(now)
+
+    def _over_rate(self, now: float) -> str:
+        why = (f"more than {self.dev.backend.options.limits.max_request_rate:g} requests "
+               "a second (--max-request-rate)")
+        if now - self._refused_logged >= 1.0:  # the guest may be flooding: once a second
+            self._refused_logged = now
+            logger.warning("%s: %s: answering -EBUSY", self.label, why)
+        return why
 
     def process_pending(self, now: float) -> None:
         if self._processing:  # a handler's step() may land here: the loop goes on
@@ -181,7 +219,10 @@ class BackendStream:
         while self.pending and not self.broken:
             req = self.pending[0]
             try:
-                status, hw = self._handle(req, now)
+                if isinstance(req, _Refused):
+                    req, status, hw = req.req, req.status, None
+                else:
+                    status, hw = self._handle(req, now)
             except _NotYet:
                 return
             except RequestFailed as exc:
@@ -249,6 +290,11 @@ class BackendStream:
         if not 0 < req.period_sz <= req.buffer_sz or req.period_sz % fb:
             raise RequestFailed(-errno.EINVAL, f"period_sz {req.period_sz} not a frame multiple "
                                 f"in 1..buffer_sz")
+        limits = self.dev.backend.options.limits
+        if req.period_sz // fb < limits.min_period_frames(req.pcm_rate):
+            raise RequestFailed(-errno.EINVAL, f"period of {req.period_sz // fb} frames is "
+                                f"shorter than this backend's minimum of "
+                                f"{limits.min_period_us} us (--min-period-us)")
         info = WavInfo(fmt, req.pcm_channels, req.pcm_rate)
         buffer, dirs = self._map_buffer(req.gref_directory, req.buffer_sz)
         try:
@@ -396,7 +442,8 @@ class BackendStream:
         smallest = min(sndif.sample_bytes(f) for f in sndif.formats_from_mask(formats)) * ch[0]
         max_frames = min(cfg.buffer_bytes_max, MAX_BUFFER_BYTES) // smallest
         buf = (max(q.buffer[0], 1), min(q.buffer[1], max_frames))
-        per = (max(q.period[0], 1), min(q.period[1], buf[1]))
+        shortest = self.dev.backend.options.limits.min_period_frames(rates[-1])
+        per = (max(q.period[0], shortest), min(q.period[1], buf[1]))
         if buf[0] > buf[1] or per[0] > per[1]:
             raise RequestFailed(-errno.EINVAL, "buffer/period outside the configured limits")
         return HwParams(formats, (rates[0], rates[-1]), ch, buf, per)
@@ -438,13 +485,16 @@ class BackendStream:
             # Dry: report where playback stopped (the tail of a drain is
             # rarely a whole period), then restart the clock when data comes.
             if self.last_evt_pos != self.done:
-                self._event()
+                self._event(now)
             self.dry = True
             self._anchor(now)
             return
         self.dry = False
-        if self.done // cad != old // cad:
-            self._event()
+        if self.done // cad != old // cad or self.evt_owed:
+            if now - self.last_evt_t >= self._event_interval():
+                self._event(now)
+            else:
+                self.evt_owed = True  # merged into a later report
         if self.cfg.is_capture:
             self.process_pending(now)
 
@@ -457,6 +507,16 @@ class BackendStream:
             return None
 
     def next_deadline(self) -> float | None:
+        due = self.throttled_until
+        step = self._step_deadline()
+        if self.evt_owed:
+            owed = self.last_evt_t + self._event_interval()
+            step = owed if step is None else min(step, owed)
+        if due is None or (step is not None and step < due):
+            return step
+        return due
+
+    def _step_deadline(self) -> float | None:
         if not self.running or self.info is None:
             return None
         if not self.cfg.is_capture and self.done >= self.written:
@@ -485,10 +545,15 @@ class BackendStream:
             self.buffer.buf[off:off + n] = self.source.read(n)
         self.done = end
 
-    def _event(self) -> None:
+    def _event_interval(self) -> float:
+        return 1.0 / self.dev.backend.options.limits.max_event_rate
+
+    def _event(self, now: float) -> None:
         if self.evt is None:
             return
         self.last_evt_pos = self.done
+        self.last_evt_t = now
+        self.evt_owed = False
         slot = sndif.encode_event(CurPosEvt(self.evt_id, self.done))
         self.evt_id = (self.evt_id + 1) & 0xFFFF
         if not self.evt.put_event(slot):
@@ -634,8 +699,8 @@ class VsndDevice:
 
     def _release_streams(self) -> None:
         for st in self.streams:
-            self.backend.ports.pop(st.req_port, None)
-            self.backend.ports.pop(st.evt_port, None)
+            self.backend.forget_port(st.req_port)
+            self.backend.forget_port(st.evt_port)
             st.release(self.backend.mapper, self.backend.evtchn)
         self.streams = []
 
@@ -664,6 +729,8 @@ class Backend:
         self.mapper = transport.open_grant_mapper()
         self.evtchn = transport.open_event_channel()
         self.ports: dict[int, BackendStream | None] = {}
+        self._notifies: dict[int, TokenBucket] = {}  # per port: fires we act on
+        self._held: dict[int, float] = {}  # port -> when to unmask it (over its rate)
         self.devices: dict[tuple[int, int], VsndDevice] = {}
         self.dom_path = self.xs.get_domain_path(transport.domid)
         self.root = f"{self.dom_path}/backend/vsnd"
@@ -723,13 +790,32 @@ class Backend:
                 if d is not None:
                     self.guard(d, "frontend state change", d.on_frontend_state)
 
+    def forget_port(self, port: int) -> None:
+        self.ports.pop(port, None)
+        self._notifies.pop(port, None)
+        self._held.pop(port, None)
+
     def _on_evtchn(self) -> None:
         now = time.monotonic()
         while (port := self.evtchn.pending()) is not None:
-            _quietly(self.evtchn.unmask, port)
+            bucket = self._notifies.get(port)
+            if bucket is None and port in self.ports:
+                bucket = self._notifies[port] = self.options.limits.notify_bucket(now)
+            if bucket is None or bucket.take(now):
+                _quietly(self.evtchn.unmask, port)
+            else:
+                # A notify flood: the port stays masked (later notifies latch)
+                # until the next token, so it costs us a bounded number of wakes.
+                self._held[port] = bucket.when(now)
             st = self.ports.get(port)
             if st is not None:
                 self.guard(st.dev, "request", st.on_request_notify, now)
+
+    def _release_held(self, now: float) -> None:
+        for port, when in list(self._held.items()):
+            if when <= now:
+                del self._held[port]
+                _quietly(self.evtchn.unmask, port)
 
     def streams(self) -> list[BackendStream]:
         return [st for d in self.devices.values() for st in d.streams]
@@ -743,12 +829,16 @@ class Backend:
         try:
             while not self._stopping and not until():
                 deadlines = [t for st in self.streams() if (t := st.deadline()) is not None]
+                deadlines += self._held.values()
                 now = time.monotonic()
                 timeout = 0.5 if not deadlines else max(0.0, min(min(deadlines) - now, 0.5))
                 for key, _ in sel.select(timeout):
                     key.data()
                 now = time.monotonic()
+                self._release_held(now)
                 for st in self.streams():
+                    if st.throttled_until is not None and st.throttled_until <= now:
+                        self.guard(st.dev, "request", st.on_request_notify, now)
                     if st.running:
                         self.guard(st.dev, "playing", st.step, now)
         finally:

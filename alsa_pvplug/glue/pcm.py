@@ -37,7 +37,7 @@ from .._native import lib as native
 from ..errors import BackendError, BackendTimeout, LocalProtocolError, PvSndError, Xrun
 from ..protocol.config import PluginOptions
 from ..protocol.pointer import PositionClock
-from ..protocol.sndif import HwParams, PcmFormat, format_mask, formats_from_mask
+from ..protocol.sndif import HwParams, PcmFormat, format_mask, formats_from_mask, sample_bytes
 from ..protocol.stream import StreamState
 from . import alsa
 
@@ -139,6 +139,7 @@ class PvPcm:
         formats = list(cfg.formats)
         rates = list(cfg.rates)
         ch = (cfg.channels_min, cfg.channels_max)
+        period_frames_min = 1
         try:
             big = 1 << 31
             q = self.stream.query_hw_params(HwParams(
@@ -149,6 +150,7 @@ class PvPcm:
             ch = (max(ch[0], q.channels[0]), min(ch[1], q.channels[1]))
             if ch[0] > ch[1]:
                 ch = (cfg.channels_min, cfg.channels_max)
+            period_frames_min = max(1, q.period[0])
         except BackendError as exc:
             # snd_be answers HW_PARAM_QUERY only for some hosts; xenstore rules.
             if isinstance(exc, BackendTimeout) or exc.status == -errno.ENODEV:
@@ -156,7 +158,13 @@ class PvPcm:
             logger.info("%s: HW_PARAM_QUERY refused (%s); using the xenstore config",
                         self.stream.name, exc)
         buffer_max = cfg.buffer_bytes_max
-        period_min = cfg.period_bytes_min
+        # ioplug constrains periods in bytes, before the format is known: the
+        # narrowest frame gives a bound no choice goes below; hw_params says
+        # so clearly when a wider frame makes the period too short.
+        self.period_frames_min = period_frames_min
+        narrowest = min(sample_bytes(f) for f in formats) * ch[0]
+        period_min = min(max(cfg.period_bytes_min, period_frames_min * narrowest),
+                         buffer_max // 2)
         return HwConstraints(
             formats=[alsa.alsa_format(f) for f in formats],
             rates=rates,

@@ -270,10 +270,13 @@ class BackRing:
         self.rsp_prod_pvt = prod
         self.req_cons = prod
 
-    def take_requests(self) -> list[bytes]:
-        """Copy out every pending request, then re-arm ``req_event``.
+    def take_requests(self, limit: int | None = None) -> list[bytes]:
+        """Copy out every pending request (at most ``limit``), then re-arm
+        ``req_event`` if none is left.
 
-        Loops as ring.h RING_FINAL_CHECK_FOR_REQUESTS does.
+        Loops as ring.h RING_FINAL_CHECK_FOR_REQUESTS does.  When ``limit``
+        stops it early, ``req_event`` is left alone (no notification is due
+        for requests we know of): call again, or check ``has_unconsumed``.
 
         Raises
         ------
@@ -294,7 +297,15 @@ class BackRing:
                 raise RemoteProtocolError(
                     f"frontend req_prod={rp} overflows the ring "
                     f"(req_cons={self.req_cons}, rsp_prod_pvt={self.rsp_prod_pvt})")
-            for i in range((rp - cons) & _M):
+            n = (rp - cons) & _M
+            if limit is not None and n > limit - len(out):
+                n = limit - len(out)
+                for i in range(n):
+                    off = _ring_slot(cons + i)
+                    out.append(bytes(mv[off:off + SLOT_SIZE]))
+                self.req_cons = (cons + n) & _M
+                return out
+            for i in range(n):
                 off = _ring_slot(cons + i)
                 out.append(bytes(mv[off:off + SLOT_SIZE]))  # copy before parsing
             cons = rp
@@ -307,6 +318,11 @@ class BackRing:
                 break
         self.req_cons = cons
         return out
+
+    def has_unconsumed(self) -> bool:
+        """ring.h RING_HAS_UNCONSUMED_REQUESTS (without the overflow check,
+        which ``take_requests`` does)."""
+        return self._ops.load(REQ_PROD_OFF) != self.req_cons
 
     def put_response(self, slot: bytes) -> None:
         """Copy a 64-octet response into slot ``rsp_prod_pvt`` (not yet visible).

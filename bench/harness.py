@@ -1,0 +1,208 @@
+"""What every benchmark starts: the simulator, the backend, the plugin, clients.
+
+``System(repo=...)`` runs all of them from one checkout (its ``.venv``), so a
+benchmark measures this tree or another one (``--repo DIR``: the same
+command before and after a change).  Every process is bounded: children die
+with the runner (PR_SET_PDEATHSIG), their file output is capped, and
+``System.close()`` kills what is left.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+SYSTEM_ALSA_CONF = "/usr/share/alsa/alsa.conf"
+OUTPUT_CAP = 256 * 1024 * 1024  # bytes any child may write to a file (RLIMIT_FSIZE)
+
+
+def _child_setup(rt: int = 0) -> None:
+    # PR_SET_PDEATHSIG: if the runner dies, its children go too; cap file output.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (OUTPUT_CAP, OUTPUT_CAP))
+    if rt:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt))
+
+
+class Proc:
+    """A child with its output in a log file; ``stop()`` is idempotent."""
+
+    def __init__(self, argv: Sequence[str], log: Path, env: dict[str, str] | None = None,
+                 rt: int = 0, cwd: Path = REPO) -> None:
+        self.argv = list(argv)
+        self.log = log
+        self._logf = open(log, "ab")
+        self.proc = subprocess.Popen(self.argv, stdout=self._logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=cwd,
+                                     preexec_fn=lambda: _child_setup(rt),
+                                     env={**os.environ, **(env or {})})
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait(self, timeout: float) -> int:
+        """Wait for exit; kill at ``timeout``. Returns the exit status."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise RuntimeError(f"{self.argv[0]} did not finish within {timeout} s:\n"
+                               f"{self.output()}") from None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if not self._logf.closed:
+            self._logf.close()
+
+    def output(self) -> str:
+        if not self._logf.closed:
+            self._logf.flush()
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str,
+               interval: float = 0.01) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process (and its reaped children), seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class System:
+    """The simulator, the backend and the plugin of one checkout.
+
+    Parameters
+    ----------
+    repo
+        The checkout to run (its ``.venv/bin/python`` runs everything).
+    guests
+        Guest domids; each gets the default vsnd card.
+    backend_args
+        Extra ``pvplug backend`` arguments (``--sink``, ``--unpaced`` ...).
+    """
+
+    def __init__(self, repo: Path = REPO, work: Path | None = None,
+                 guests: Sequence[int] = (1,), backend_args: Sequence[str] = (),
+                 rt: int = 0, sim_args: Sequence[str] = (), keep: bool = False) -> None:
+        self.repo = Path(repo).resolve()
+        self._remove = work is None and not keep
+        self.python = str(self.repo / ".venv" / "bin" / "python")
+        if not Path(self.python).exists():
+            raise RuntimeError(f"{self.repo} has no .venv (run its scripts/setup-env.sh)")
+        self.work = Path(work or tempfile.mkdtemp(prefix="pvplug-bench-")).resolve()
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.rt = rt
+        self.procs: list[Proc] = []
+        self.sim_dir = self.work / "sim"
+        self.guests = list(guests)
+        guest_args = [a for g in self.guests for a in ("--guest", str(g))]
+        self.sim = self.start([*self.cli, "sim", "--dir", str(self.sim_dir), *guest_args,
+                               *sim_args], "sim")
+        wait_until(lambda: (self.sim_dir / "ready").exists() or not self.sim.alive, 15,
+                   "the simulator")
+        if not self.sim.alive:
+            raise RuntimeError(f"sim exited:\n{self.sim.output()}")
+        self.backend: Proc | None = None
+        if backend_args is not None:
+            self.start_backend(backend_args)
+        self._plugin: Path | None = None
+
+    @property
+    def cli(self) -> list[str]:
+        return [self.python, "-m", "alsa_pvplug.cli", "--log-level", "warning"]
+
+    def start(self, argv: Sequence[str], name: str, env: dict[str, str] | None = None,
+              rt: int | None = None) -> Proc:
+        p = Proc(argv, self.work / f"{name}.log", env=env, cwd=self.repo,
+                 rt=self.rt if rt is None else rt)
+        self.procs.append(p)
+        return p
+
+    def start_backend(self, args: Sequence[str] = ()) -> Proc:
+        self.backend = self.start([*self.cli, "backend", "--sim-dir", str(self.sim_dir), *args],
+                                  "backend")
+        return self.backend
+
+    def run_py(self, code: str, *args: str, timeout: float = 120) -> str:
+        """Run ``code`` with this checkout's Python; its stdout."""
+        out = subprocess.run([self.python, "-c", code, *args], cwd=self.repo, timeout=timeout,
+                             check=True, capture_output=True, text=True)
+        return out.stdout
+
+    def plugin(self) -> Path:
+        """This checkout's plugin, built once into the work directory."""
+        if self._plugin is None:
+            code = ("import sys; from alsa_pvplug.glue.build import build_plugin; "
+                    "print(build_plugin(sys.argv[1]))")
+            self._plugin = Path(self.run_py(code, str(self.work / "plugin"),
+                                            timeout=300).strip().splitlines()[-1])
+        return self._plugin
+
+    def alsa_env(self, domid: int = 1, **options: object) -> dict[str, str]:
+        """Environment whose ``pcm.pvplug`` is this plugin on guest ``domid``."""
+        conf = self.work / f"pvplug-dom{domid}.conf"
+        opts = {"transport": "sim", "sim_dir": str(self.sim_dir), "domid": domid, **options}
+        code = ("import sys, ast; from alsa_pvplug.glue.install import render_conf; "
+                "sys.stdout.write(render_conf(sys.argv[1], ast.literal_eval(sys.argv[2])))")
+        conf.write_text(self.run_py(code, str(self.plugin()), repr(opts)))
+        return {"ALSA_CONFIG_PATH": f"{SYSTEM_ALSA_CONF}:{conf}"}
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+        if self._remove:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def __enter__(self) -> "System":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def repo_arg(value: str) -> Path:
+    path = Path(value).resolve()
+    if not (path / "alsa_pvplug" / "__init__.py").is_file():
+        raise SystemExit(f"{path} is not an alsa-pvplug checkout")
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit("bench/harness.py is a module for the bench/*.py commands")
