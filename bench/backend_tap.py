@@ -27,7 +27,7 @@ def main() -> int:
     log: list[tuple[int, int, int]] = []
     orig = server.BackendStream._event
 
-    def _event(self: server.BackendStream) -> None:
+    def _event(self: server.BackendStream, *args: float) -> None:
         t = time.monotonic_ns()
         info = self.info
         if info is not None:
@@ -37,7 +37,7 @@ def main() -> int:
             edge = max(frames // cad * cad, self.anchor_frames)
             due = self.anchor_t + (edge - self.anchor_frames) / info.rate
             log.append((t, frames, int(ideal * 1e9), int(due * 1e9)))
-        orig(self)
+        orig(self, *args)
 
     server.BackendStream._event = _event  # type: ignore[method-assign]
     try:

@@ -1,7 +1,7 @@
 """Pointer accuracy and pointer cost of the pvplug ALSA plugin.
 
     .venv/bin/python bench/run.py [--seconds 30] [--json out.json] [--tap]
-                                  [--rt PRIO] [--package-dir DIR] [--workdir DIR]
+                                  [--rt PRIO] [--repo DIR] [--workdir DIR]
 
 Builds the plugin and ``bench/pointer_bench.c``, starts the simulated
 hypervisor and the reference backend (``--sink null``, its default CUR_POS
@@ -19,7 +19,7 @@ cadence of one report per period), plays S16_LE stereo 48 kHz through
   samples sit relative to the reports;
 * with ``--rt PRIO``, runs the sim, the backend and the client SCHED_FIFO,
   which keeps other load on a small machine out of the figures;
-* with ``--package-dir DIR``, the plugin loads ``DIR/alsa_pvplug`` (A/B a change).
+* with ``--repo DIR``, another checkout's sim, backend and plugin are measured.
 
 Every process is bounded in time and killed at the end.  See bench/README.md.
 """
@@ -27,12 +27,9 @@ Every process is bounded in time and killed at the end.  See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
-import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,75 +40,11 @@ from typing import Any, Sequence
 import numpy as np
 
 BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(BENCH.parent))
 
-from alsa_pvplug.glue.build import build_plugin, site_dirs  # noqa: E402
-from alsa_pvplug.glue.install import render_conf  # noqa: E402
-
-SYSTEM_ALSA_CONF = "/usr/share/alsa/alsa.conf"
-OUTPUT_CAP = 256 * 1024 * 1024  # bytes any child may write to a file (RLIMIT_FSIZE)
+from harness import REPO as THIS_REPO, System, repo_arg, wait_until  # noqa: E402
 REC = np.dtype([("kind", "<i8"), ("seg", "<i8"), ("t0", "<i8"), ("t1", "<i8"),
                 ("value", "<i8"), ("extra", "<i8"), ("appl", "<i8")])
-
-
-def _child_setup(rt: int = 0) -> None:
-    # PR_SET_PDEATHSIG: if the runner dies, its children go too; cap file output.
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (OUTPUT_CAP, OUTPUT_CAP))
-    if rt:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt))
-
-
-class Proc:
-    """A child with its output in a log file; ``stop()`` is idempotent."""
-
-    def __init__(self, argv: Sequence[str], log: Path, env: dict[str, str] | None = None,
-                 rt: int = 0) -> None:
-        self.argv = list(argv)
-        self.log = log
-        self._logf = open(log, "ab")
-        self.proc = subprocess.Popen(self.argv, stdout=self._logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=REPO,
-                                     preexec_fn=lambda: _child_setup(rt),
-                                     env={**os.environ, **(env or {})})
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait(self, timeout: float) -> int:
-        """Wait for exit; kill at ``timeout``. Returns the exit status."""
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            raise RuntimeError(f"{self.argv[0]} did not finish within {timeout} s:\n"
-                               f"{self.output()}") from None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if not self._logf.closed:
-            self._logf.close()
-
-    def output(self) -> str:
-        self._logf.flush()
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-def wait_until(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def compile_bench(work: Path) -> Path:
@@ -264,52 +197,35 @@ def analyze(recs: np.ndarray, tap: np.ndarray | None, rate: int, warmup: float,
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="pvplug-bench-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    procs: list[Proc] = []
+    be_args = ["--sink", "null"]
+    tap_file = work / "curpos.npy"
     try:
-        override = None
-        if args.package_dir is not None:
-            pkg = Path(args.package_dir).resolve()
-            if not (pkg / "alsa_pvplug" / "__init__.py").is_file():
-                raise RuntimeError(f"{pkg} holds no alsa_pvplug package")
-            override = [str(pkg), *site_dirs()]  # found before this checkout
-        lib = build_plugin(work / "plugin", site_dirs_override=override)
-        exe = compile_bench(work)
-        sim_dir = work / "sim"
-        py = [sys.executable, "-m", "alsa_pvplug.cli", "--log-level", "warning"]
-        sim = Proc([*py, "sim", "--dir", str(sim_dir)], work / "sim.log", rt=args.rt)
-        procs.append(sim)
-        wait_until(lambda: (sim_dir / "ready").exists() or not sim.alive, 15, "the simulator")
-        if not sim.alive:
-            raise RuntimeError(f"sim exited:\n{sim.output()}")
-        be_args = ["backend", "--sim-dir", str(sim_dir), "--sink", "null"]
-        tap_file = work / "curpos.npy"
-        if args.tap:
-            be_argv = [sys.executable, str(BENCH / "backend_tap.py"), str(tap_file),
-                       "--log-level", "warning", *be_args]
-        else:
-            be_argv = [*py, *be_args]
-        backend = Proc(be_argv, work / "backend.log", rt=args.rt)
-        procs.append(backend)
-        conf = work / "pvplug.conf"
-        conf.write_text(render_conf(lib, {"transport": "sim", "sim_dir": str(sim_dir),
-                                          "domid": 1}))
-        env = {"ALSA_CONFIG_PATH": f"{SYSTEM_ALSA_CONF}:{conf}"}
-        recs_file = work / "samples.bin"
-        client = Proc([str(exe), "pvplug", "null", str(args.seconds), str(args.rate),
-                       str(args.period), str(args.buffer), str(args.interval_us),
-                       str(recs_file)], work / "client.log", env=env, rt=args.rt)
-        procs.append(client)
-        load0 = Path("/proc/loadavg").read_text().split()[:3]
-        rc = client.wait(args.seconds + 60)
-        load1 = Path("/proc/loadavg").read_text().split()[:3]
-        summary = client.output().strip()
-        if rc != 0:
-            raise RuntimeError(f"pointer_bench exited {rc}:\n{summary}")
-        backend.stop()  # SIGTERM: the tap writes its log as the backend exits
-        tap = None
-        if args.tap:
-            wait_until(tap_file.exists, 10, "the CUR_POS log")
-            tap = np.load(tap_file)
+        with System(args.repo, work=work / "system", backend_args=None, rt=args.rt) as sysm:
+            if args.tap:
+                # The tap is this checkout's script run by the measured checkout's Python.
+                sysm.backend = sysm.start(
+                    [sysm.python, str(BENCH / "backend_tap.py"), str(tap_file),
+                     "--log-level", "warning", "backend", "--sim-dir", str(sysm.sim_dir),
+                     *be_args], "backend")
+            else:
+                sysm.start_backend(be_args)
+            exe = compile_bench(work)
+            recs_file = work / "samples.bin"
+            client = sysm.start([str(exe), "pvplug", "null", str(args.seconds), str(args.rate),
+                                 str(args.period), str(args.buffer), str(args.interval_us),
+                                 str(recs_file)], "client", env=sysm.alsa_env())
+            load0 = Path("/proc/loadavg").read_text().split()[:3]
+            rc = client.wait(args.seconds + 60)
+            load1 = Path("/proc/loadavg").read_text().split()[:3]
+            summary = client.output().strip()
+            if rc != 0:
+                raise RuntimeError(f"pointer_bench exited {rc}:\n{summary}")
+            assert sysm.backend is not None
+            sysm.backend.stop()  # SIGTERM: the tap writes its log as the backend exits
+            tap = None
+            if args.tap:
+                wait_until(tap_file.exists, 10, "the CUR_POS log")
+                tap = np.load(tap_file)
         recs = np.fromfile(recs_file, dtype=REC)
         line = next((ln for ln in summary.splitlines() if ln.startswith("pointer_bench:")), "")
         fields = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
@@ -325,11 +241,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "client_involuntary_switches": int(fields.get("nivcsw", -1)),
             "loadavg_before": load0, "loadavg_after": load1, "cpus": os.cpu_count(),
             "backend": " ".join(be_args), "workdir": str(work),
-            "package_dir": args.package_dir, "rt_priority": args.rt}
+            "repo": str(args.repo), "rt_priority": args.rt}
         return result
     finally:
-        for p in reversed(procs):
-            p.stop()
         if args.workdir is None and not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
@@ -339,7 +253,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def print_table(r: dict[str, Any]) -> None:
     su = r["setup"]
     rt = f" (SCHED_FIFO {su['rt_priority']})" if su["rt_priority"] else ""
-    print(f"pvplug pointer benchmark{rt}: {su['seconds']} s, {su['rate']} Hz S16_LE x2, "
+    print(f"pvplug pointer benchmark{rt} ({su['repo']}): {su['seconds']} s, {su['rate']} Hz S16_LE x2, "
           f"period {su['period']}, buffer {su['buffer']}, sample every {su['interval_us']} us "
           f"(median {r['interval_us_median']:.0f} us), backend: {su['backend']}")
     print(f"  samples {r['samples']} (after {r['warmup_s']} s warm-up), errors {r['errors']}, "
@@ -393,9 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=1.0, help="seconds left out of the fit")
     p.add_argument("--tap", action="store_true",
                    help="log the backend's CUR_POS events (bench/backend_tap.py)")
-    p.add_argument("--package-dir",
-                   help="the plugin loads alsa_pvplug from DIR/alsa_pvplug instead of this "
-                        "checkout (A/B a change; the backend and sim stay this checkout's)")
+    p.add_argument("--repo", type=repo_arg, default=THIS_REPO,
+                   help="measure another checkout (its sim, backend and plugin)")
     p.add_argument("--rt", type=int, default=0, metavar="PRIO",
                    help="run the sim, the backend and the client SCHED_FIFO at PRIO "
                         "(isolates the measurement from other load; needs privileges)")

@@ -1,0 +1,136 @@
+/* pcm_client: small alsa-lib clients for the data-path benchmarks.
+ *
+ *   pcm_client open DEVICE COUNT
+ *       COUNT times: snd_pcm_open(DEVICE, playback) + snd_pcm_close; prints
+ *       "open_ms X" per open (the first is the one that starts Python).
+ *   pcm_client onewrite DEVICE SECONDS RATE BUFFER OUT
+ *       S16_LE stereo at RATE, buffer BUFFER frames, start_threshold =
+ *       buffer, stop_threshold = boundary, avail_min = 1, blocking
+ *       snd_pcm_writei of ONE frame per call for SECONDS.  After every call
+ *       it records (t_ns, frames written, snd_pcm_avail_update()) as three
+ *       little-endian int64 to OUT.  Prints one summary line.
+ *
+ * Exit status 0 unless setup failed (2) or a call failed (1).
+ */
+#define _GNU_SOURCE
+#include <alsa/asoundlib.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void die(const char *what, int err)
+{
+	fprintf(stderr, "pcm_client: %s: %s\n", what, snd_strerror(err));
+	exit(2);
+}
+
+static int do_open(const char *dev, int count)
+{
+	for (int i = 0; i < count; i++) {
+		snd_pcm_t *pcm;
+		int64_t t0 = now_ns();
+		int err = snd_pcm_open(&pcm, dev, SND_PCM_STREAM_PLAYBACK, 0);
+
+		if (err < 0)
+			die("snd_pcm_open", err);
+		printf("open_ms %.3f\n", (now_ns() - t0) / 1e6);
+		fflush(stdout);
+		snd_pcm_close(pcm);
+	}
+	return 0;
+}
+
+static int do_onewrite(const char *dev, double seconds, unsigned rate,
+		       snd_pcm_uframes_t buffer, const char *out)
+{
+	snd_pcm_t *pcm;
+	snd_pcm_hw_params_t *hw;
+	snd_pcm_sw_params_t *sw;
+	snd_pcm_uframes_t boundary, period;
+	int16_t frame[2] = { 0, 0 };
+	int64_t *rec, t_end, n = 0, written = 0, maxavail = 0;
+	size_t cap;
+	FILE *f;
+	int err;
+
+	if ((err = snd_pcm_open(&pcm, dev, SND_PCM_STREAM_PLAYBACK, 0)) < 0)
+		die("snd_pcm_open", err);
+	snd_pcm_hw_params_alloca(&hw);
+	snd_pcm_sw_params_alloca(&sw);
+	snd_pcm_hw_params_any(pcm, hw);
+	if ((err = snd_pcm_hw_params_set_access(pcm, hw, SND_PCM_ACCESS_RW_INTERLEAVED)) < 0 ||
+	    (err = snd_pcm_hw_params_set_format(pcm, hw, SND_PCM_FORMAT_S16_LE)) < 0 ||
+	    (err = snd_pcm_hw_params_set_channels(pcm, hw, 2)) < 0 ||
+	    (err = snd_pcm_hw_params_set_rate(pcm, hw, rate, 0)) < 0 ||
+	    (err = snd_pcm_hw_params_set_buffer_size(pcm, hw, buffer)) < 0 ||
+	    (err = snd_pcm_hw_params(pcm, hw)) < 0)
+		die("hw_params", err);
+	snd_pcm_hw_params_get_period_size(hw, &period, NULL);
+	snd_pcm_sw_params_current(pcm, sw);
+	snd_pcm_sw_params_get_boundary(sw, &boundary);
+	if ((err = snd_pcm_sw_params_set_start_threshold(pcm, sw, buffer)) < 0 ||
+	    (err = snd_pcm_sw_params_set_stop_threshold(pcm, sw, boundary)) < 0 ||
+	    (err = snd_pcm_sw_params_set_avail_min(pcm, sw, 1)) < 0 ||
+	    (err = snd_pcm_sw_params(pcm, sw)) < 0)
+		die("sw_params", err);
+
+	cap = (size_t)(seconds * rate * 1.5) + buffer + 1024;
+	rec = malloc(cap * 3 * sizeof(*rec));
+	if (!rec)
+		die("malloc", -ENOMEM);
+	t_end = now_ns() + (int64_t)(seconds * 1e9);
+	while (now_ns() < t_end && (size_t)n < cap) {
+		snd_pcm_sframes_t r = snd_pcm_writei(pcm, frame, 1);
+		snd_pcm_sframes_t avail;
+
+		if (r < 0) {
+			fprintf(stderr, "pcm_client: writei: %s\n", snd_strerror((int)r));
+			return 1;
+		}
+		written += r;
+		avail = snd_pcm_avail_update(pcm);
+		if (avail < 0) {
+			fprintf(stderr, "pcm_client: avail_update: %s\n", snd_strerror((int)avail));
+			return 1;
+		}
+		if (avail > maxavail)
+			maxavail = avail;
+		rec[3 * n] = now_ns();
+		rec[3 * n + 1] = written;
+		rec[3 * n + 2] = avail;
+		n++;
+	}
+	f = fopen(out, "wb");
+	if (!f || fwrite(rec, sizeof(*rec) * 3, (size_t)n, f) != (size_t)n)
+		die("writing the records", -errno);
+	fclose(f);
+	printf("onewrite: calls=%lld written=%lld buffer=%lu period=%lu max_avail=%lld\n",
+	       (long long)n, (long long)written, (unsigned long)buffer,
+	       (unsigned long)period, (long long)maxavail);
+	snd_pcm_drop(pcm);
+	snd_pcm_close(pcm);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 4 && !strcmp(argv[1], "open"))
+		return do_open(argv[2], atoi(argv[3]));
+	if (argc == 7 && !strcmp(argv[1], "onewrite"))
+		return do_onewrite(argv[2], atof(argv[3]), (unsigned)atoi(argv[4]),
+				   (snd_pcm_uframes_t)atol(argv[5]), argv[6]);
+	fprintf(stderr, "usage: pcm_client open DEVICE COUNT | "
+		"onewrite DEVICE SECONDS RATE BUFFER OUT\n");
+	return 2;
+}
