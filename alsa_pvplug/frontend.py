@@ -19,12 +19,14 @@ Public API (see README "Python API")::
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import math
 import select
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .errors import (
     BackendError,
@@ -39,9 +41,10 @@ from .errors import (
 )
 from .protocol import sndif
 from .protocol.config import CardConfig, StreamConfig, parse_card_config
+from .protocol.pcm import check_report
 from .protocol.ring import EventRingFront, FrontRing, wrap_pieces
 from .protocol.sndif import HwParams, Op, PcmFormat, Trigger
-from .protocol.stream import StreamProtocol, StreamState
+from .protocol.stream import PositionTracker, StreamProtocol, StreamState
 from .protocol.xenbus import XenbusState, parse_state
 from .protocol.xsnum import DOMID_MAX, parse_uint
 from .transport.base import EventChannel, GrantSharer, SharedPages, Transport
@@ -78,12 +81,15 @@ class Card:
             (sc.pcm_index, sc.stream_index): Stream(self, sc) for sc in self.config.streams}
         self.evtchn: EventChannel | None = None
         self.sharer: GrantSharer | None = None
-        self._ports: dict[int, Callable[[], None]] = {}
+        self._ports: dict[int, Callable[[], bool]] = {}
         self.be_state = XenbusState.UNKNOWN
         self.connected = False
         self._lost: str | None = None  # why the connection dropped, until reconnected
         self._watching = False
         self._published = False  # our rings are in xenstore (handshake under way or done)
+        #: formats an OPEN was refused for (snd_be refuses what its query
+        #: allowed): not offered again by the plugin in this process
+        self.refused_formats: set[PcmFormat] = set()
 
     # -- lifecycle ---------------------------------------------------------
     @classmethod
@@ -154,8 +160,8 @@ class Card:
         self._teardown_rings()
         for st in self.streams.values():
             st._alloc_rings(self.sharer, self.evtchn, self.be_domid)
-            self._ports[st.req_port] = st._on_req_notify
-            self._ports[st.evt_port] = st._on_evt_notify
+            self._ports[st.req_port] = st._on_notify
+            self._ports[st.evt_port] = st._on_event_notify
 
         versions = self.xs.read(f"{self.be_dir}/{sndif.FIELD_BE_VERSIONS}")
         if versions is not None and str(sndif.PROTOCOL_VERSION) not in versions.split(","):
@@ -271,12 +277,41 @@ class Card:
         if self.evtchn is not None and self.evtchn.fileno() in ready:
             while (port := self.evtchn.pending()) is not None:
                 handler = self._ports.get(port)
-                self.evtchn.unmask(port)
-                if handler is not None:
-                    handler()
+                # A handler may keep its port masked (its notifications latch).
+                if handler is None or handler():
+                    self.evtchn.unmask(port)
         # Belt and braces: a lost notification costs latency, never a hang.
         for st in self.streams.values():
-            st._poll_rings()
+            st.poll()
+
+    def wait_until(self, cond: Callable[[], bool], what: str, *, lock: Any = None,
+                   extra: float = 0.0, progress: Callable[[], object] | None = None,
+                   next_check: Callable[[], float | None] | None = None) -> None:
+        """Wait until ``cond()`` (evaluated holding ``lock``), looking again
+        when the fds wake or at ``next_check()``; BackendTimeout when nothing
+        moves for the timeout (``progress`` changing moves the deadline on)
+        beyond ``extra`` seconds.  The lock is not held while waiting."""
+        lock = lock if lock is not None else contextlib.nullcontext()
+        deadline = time.monotonic() + self.timeout + extra
+        last = None
+        while True:
+            with lock:
+                if cond():
+                    return
+                cur = progress() if progress else None
+                due = next_check() if next_check else None
+                fds = self.fileno_list()
+            now = time.monotonic()
+            if progress is not None and cur != last:
+                last = cur
+                deadline = max(deadline, now + self.timeout)
+            if now >= deadline:
+                raise BackendTimeout(what, self.timeout)
+            wait = 0.05 if due is None else min(0.05, max(0.0005, due - now + 0.002))
+            try:
+                select.select(fds, [], [], min(wait, deadline - now))
+            except InterruptedError:
+                pass
 
     def _wait(self, cond: Callable[[], bool], deadline: float, what: str,
               progress: Callable[[], object] | None = None) -> None:
@@ -296,23 +331,46 @@ class Card:
 
 
 class Stream:
-    """One sndif stream (playback or capture) of a connected card."""
+    """One sndif stream (playback or capture) of a connected card.
+
+    The data path never waits on the backend: ``write_at`` copies into the
+    shared buffer and sends a WRITE for what is new (coalescing what comes
+    while WRITEs are in flight), ``poll`` takes answers and CUR_POS events
+    off the rings (shared memory only) and, for capture, sends READs for
+    what the backend reported captured.  A failed request becomes the error
+    of the next ``check``.  Control requests (OPEN, CLOSE, TRIGGER,
+    HW_PARAM_QUERY) wait for their answer, bounded by the card's timeout.
+
+    Positions are frames since OPEN:
+
+    * playback: ``appl`` the end of what was written into the buffer,
+      ``sent`` the end of what WRITEs announced, ``acked`` the end of the
+      latest answered WRITE (the backend holds its own copy up to there, so
+      those frames may be overwritten), ``reported`` the backend's CUR_POS;
+    * capture: ``reported`` what the backend says it captured, ``read_sent``
+      the end of READs sent, ``confirmed`` the end of answered READs (only
+      those frames are in the buffer for sure: snd_be fills it while it
+      handles READ).
+    """
+
+    #: data requests in flight at most (the ring holds 32)
+    MAX_DATA_IN_FLIGHT = 4
 
     def __init__(self, card: Card, config: StreamConfig) -> None:
         self.card = card
         self.config = config
+        self.capture = config.is_capture
         self.name = f"vsnd{card.devid}/{config.pcm_index}/{config.stream_index}" \
                     f"({'capture' if config.is_capture else 'playback'})"
         self.proto = StreamProtocol(self.name)
         self.ring: FrontRing | None = None
         self.evt_ring: EventRingFront | None = None
-        self.ring_pages: SharedPages
-        self.evt_pages: SharedPages
+        self.ring_pages: SharedPages | None = None
+        self.evt_pages: SharedPages | None = None
         self.req_port = -1
         self.evt_port = -1
         self.buffer: SharedPages | None = None
         self.dir_pages: SharedPages | None = None
-        self._responses: deque[sndif.Resp] = deque()
         #: time.monotonic() just after the latest CUR_POS was taken off the
         #: event ring (None before any): a position report's observation time
         self.pos_seen_at: float | None = None
@@ -324,11 +382,32 @@ class Stream:
         self.buffer_frames = 0
         self.period_frames = 0
         self.start_threshold = 0
-        self.appl = 0  # frames written (playback) / read (capture) since OPEN/STOP
         self.cur_pos_events = 0  # CUR_POS events applied over the stream's life
-        self._in_flight_frames = 0  # frames of the WRITE awaiting its answer
-        self._high = 0  # playback: the furthest end written (a rewind moves appl back)
+        self.violations = 0      # impossible reports over the stream's life
+        self._ranges: dict[int, tuple[Op, int, int]] = {}  # data request id -> (op, start, end)
+        self._sent_at: dict[int, float] = {}               # data request id -> when
+        self._outcomes: dict[int, sndif.Resp | PvSndError] = {}  # control request answers
         self._unanswered = False  # the last request timed out
+        #: someone blocks until answers come: ask the backend to notify them
+        self.waiting = False
+        #: CUR_POS notifications unmask their port (set_event_wakes)
+        self.event_wakes = True
+        self._event_held = False
+        self._reset_positions()
+
+    def _reset_positions(self) -> None:
+        self.appl = 0
+        self.sent = 0
+        self.acked = 0
+        self.reported = 0
+        self.read_sent = 0
+        self.confirmed = 0
+        self.overruns = 0       # capture: READs refused because the data was overwritten
+        self._dirty_from: int | None = None
+        self._last_submit = -math.inf
+        self._started_at: float | None = None  # when TRIGGER START was answered
+        self._ran = False       # started since OPEN: reopen before the next start
+        self.pos_seen_at = None
 
     # -- rings (called by Card) --------------------------------------------
     def _alloc_rings(self, sharer: GrantSharer, evtchn: EventChannel, be_domid: int) -> None:
@@ -338,14 +417,21 @@ class Stream:
         self.evt_ring = EventRingFront(self.evt_pages.buf, NativeIndexOps(self.evt_pages.buf))
         self.req_port = evtchn.bind_unbound_port(be_domid)
         self.evt_port = evtchn.bind_unbound_port(be_domid)
-        self.proto.reset()
-        self._responses.clear()
+        self._event_held = False
+        self._forget_requests()
         self._error = None
+
+    def _forget_requests(self) -> None:
+        self.proto.reset()
+        self._ranges.clear()
+        self._sent_at.clear()
+        self._outcomes.clear()
 
     def _drop(self, evtchn: EventChannel | None) -> None:
         """Release rings, ports and buffer (connection gone).  Never raises."""
         self._unshare_buffer()
-        self._unshare(getattr(self, "ring_pages", None), getattr(self, "evt_pages", None))
+        self._unshare(self.ring_pages, self.evt_pages)
+        self.ring_pages = self.evt_pages = None
         for port in (self.req_port, self.evt_port):
             if port >= 0 and evtchn is not None:
                 try:
@@ -354,96 +440,249 @@ class Stream:
                     logger.warning("%s: unbind: %s", self.name, exc)
         self.ring = self.evt_ring = None
         self.req_port = self.evt_port = -1
-        self.proto.reset()
+        self._forget_requests()
 
     def _on_connection_lost(self, why: str) -> None:
-        self.proto.reset()
-        self._responses.clear()
+        self._forget_requests()
 
-    def _on_req_notify(self) -> None:
-        self._take_responses()
+    def _on_notify(self) -> bool:
+        self.poll()
+        return True
 
-    def _on_evt_notify(self) -> None:
-        self._take_events()
+    def _on_event_notify(self) -> bool:
+        """A CUR_POS notification; True to unmask the port again.  While
+        ``event_wakes`` is off (the glue's timer already wakes the poller at
+        the right time), the port stays masked: later notifications latch
+        instead of waking the poller for nothing."""
+        self.poll()
+        self._event_held = not self.event_wakes
+        return not self._event_held
 
-    def _poll_rings(self) -> None:
-        if self.ring is not None and self.proto.in_flight is not None:
-            self._take_responses()
-        if self.evt_ring is not None and self.proto.state != StreamState.CLOSED:
-            self._take_events()
+    def set_event_wakes(self, on: bool) -> None:
+        """Whether CUR_POS notifications should wake the poller (see above)."""
+        self.event_wakes = on
+        if on and self._event_held and self.card.evtchn is not None and self.evt_port >= 0:
+            self._event_held = False
+            self.card.evtchn.unmask(self.evt_port)
 
-    def _take_responses(self) -> None:
+    # -- the rings -----------------------------------------------------------
+    def poll(self, now: float | None = None) -> None:
+        """Take answers and events off the rings and act on them: record
+        positions, send what is due (a coalesced WRITE, capture READs).
+        Shared memory only, unless a request goes out.  Never raises: errors
+        wait for ``check``."""
         if self.ring is None:
             return
-        try:
-            for slot in self.ring.take_responses():
-                self._responses.append(sndif.decode_response(slot))
-        except RemoteProtocolError as exc:
+        if self.proto.outstanding:
+            try:
+                # Notifications for answers only while someone waits for one
+                # (a control request, a blocked caller, capture data): the
+                # callbacks look at the ring anyway.
+                slots = self.ring.take_responses(
+                    rearm=self.waiting or self.capture
+                    or len(self._ranges) < self.proto.outstanding)
+            except RemoteProtocolError as exc:
+                self._fail(exc)
+                slots = []
+            for slot in slots:
+                self._on_response(sndif.decode_response(slot))
+        if self.evt_ring is not None and self.proto.state != StreamState.CLOSED:
+            self._take_events()
+        if self.proto.state in (StreamState.RUNNING, StreamState.PAUSED, StreamState.OPENED) \
+                and self.frame_bytes:
+            now = time.monotonic() if now is None else now
+            self._expire(now)
+            if self.capture:
+                self._read_ahead(now)
+            elif self._dirty_from is not None:
+                self._maybe_flush(now)
+
+    def _fail(self, exc: PvSndError) -> None:
+        if self._error is None:
             self._error = exc
 
-    def _take_events(self) -> None:
-        if self.evt_ring is None:
+    def _on_response(self, resp: sndif.Resp) -> None:
+        rng = self._ranges.pop(resp.id, None)
+        self._sent_at.pop(resp.id, None)
+        try:
+            got = self.proto.receive(resp)
+        except BackendError as exc:
+            if rng is None:
+                self._outcomes[resp.id] = exc
+            else:
+                self._data_failed(rng, exc)
             return
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+            return
+        if got is None:
+            return  # the answer to a request we gave up on
+        if rng is None:
+            self._outcomes[resp.id] = got
+        elif rng[0] == Op.WRITE:
+            self.acked = rng[2]  # in order: the backend's data now ends there
+        else:
+            self.confirmed = max(self.confirmed, rng[2])
+
+    def _data_failed(self, rng: tuple[Op, int, int], exc: BackendError) -> None:
+        op, start, end = rng
+        if op == Op.READ and exc.status == -errno.EPIPE:
+            # Overwritten before we asked: lost, as on hardware; the ring holds
+            # newer frames there now.  An overrun only where the client's
+            # stop_threshold says so (the glue's call).
+            self.confirmed = max(self.confirmed, end)
+            self.overruns += 1
+            return
+        self._fail(BackendError(f"{self.name}: {op.name} of frames {start}..{end}",
+                                exc.status))
+
+    def _take_events(self) -> None:
+        assert self.evt_ring is not None
         try:
             slots = self.evt_ring.take_events()
         except RemoteProtocolError as exc:
-            self._error = exc
+            self._fail(exc)
             return
-        if self.proto.state == StreamState.CLOSED or not self.frame_bytes:
-            return  # no stream instance; stale ones are dropped by reset() at OPEN/STOP
-        limit = None if self.config.is_capture \
-            else (max(self.appl, self._high) + self._in_flight_frames) * self.frame_bytes
-        seen = time.monotonic() if slots else 0.0
+        if not slots or self.proto.state == StreamState.CLOSED or not self.frame_bytes:
+            return  # no stream instance; stale events are dropped at OPEN
+        seen = time.monotonic()
+        tracker = self.proto.position
         for slot in slots:
             evt = sndif.decode_event(slot)
             if evt is None:
                 logger.debug("%s: unknown event type ignored", self.name)
                 continue
+            saved = tracker.save()
+            tracker.on_event(evt)
+            frames = tracker.octets // self.frame_bytes
             try:
-                self.proto.position.on_event(evt, limit)
-                self.cur_pos_events += 1
-                self.pos_seen_at = seen
+                check_report(frames, capture=self.capture, data_end=self._data_end(),
+                             buffer=self.buffer_frames, period=self.period_frames,
+                             rate=self.rate, running_s=self._running_seconds(seen),
+                             position=evt.position)
             except RemoteProtocolError as exc:
+                tracker.restore(saved)
+                self.violations += 1
                 logger.warning("%s: %s", self.name, exc)
-                self._error = exc
+                self._fail(exc)
+                continue
+            self.reported = frames
+            self.cur_pos_events += 1
+            self.pos_seen_at = seen
+
+    def _data_end(self) -> int:
+        return self.confirmed if self.capture else self.sent
+
+    def _running_seconds(self, now: float) -> float:
+        return 0.0 if self._started_at is None else max(0.0, now - self._started_at)
+
+    def _expire(self, now: float) -> None:
+        """A data request unanswered for the timeout: the backend is stuck."""
+        if not self._sent_at:
+            return
+        rid, t = next(iter(self._sent_at.items()))
+        if now - t > self.card.timeout:
+            op = self._ranges.get(rid, (Op.WRITE, 0, 0))[0]
+            self._fail(BackendTimeout(f"{self.name}: {op.name}", self.card.timeout))
+            self._abandon()
+
+    def _abandon(self) -> None:
+        self.proto.abandon()
+        self._ranges.clear()
+        self._sent_at.clear()
+        self._unanswered = True
 
     # -- requests ----------------------------------------------------------
-    def _check(self) -> None:
-        self.card.ensure_connected()
+    def check(self) -> None:
+        """Raise what went wrong since the last call (a failed request, the
+        backend gone or breaking the protocol).  No system call."""
+        if self.card._lost is not None:
+            raise BackendGone(self.name, self.card._lost)
         if self._error is not None:
             err, self._error = self._error, None
             raise err
 
-    def _request(self, req: Any, what: str) -> sndif.Resp:
+    def _check_connected(self) -> None:
+        """``check``, after reconnecting if the backend is back."""
+        self.card.ensure_connected()
+        self.check()
+
+    def _submit(self, req: Any) -> None:
         assert self.ring is not None and self.card.evtchn is not None
         self.ring.put_request(sndif.encode_request(req))
         if self.ring.push_requests():
             self.card.evtchn.notify(self.req_port)
+
+    def _submit_data(self, op: Op, start: int, end: int, now: float) -> None:
+        off = start % self.buffer_frames * self.frame_bytes
+        req = self.proto.rw(op, off, (end - start) * self.frame_bytes)
+        self._ranges[req.id] = (op, start, end)
+        self._sent_at[req.id] = now
+        self._submit(req)
+
+    def _data_slots(self) -> int:
+        """How many more data requests may go out now."""
+        free = self.ring.free_requests() if self.ring is not None else 0
+        return max(0, min(self.MAX_DATA_IN_FLIGHT - len(self._ranges), free - 1))
+
+    def _request(self, req: Any, what: str) -> sndif.Resp:
+        """Send a control request and wait for its answer (data answers that
+        arrive meanwhile are taken too)."""
+        self._submit(req)
         # After a timeout, tearing down (STOP, CLOSE) must not wait a full
         # timeout per request again: be brief until the backend answers.
         timeout = self.card.timeout if not self._unanswered else min(self.card.timeout,
                                                                      SHORT_TIMEOUT)
         deadline = time.monotonic() + timeout
+        rid = req.id
+        while True:
+            self.poll()
+            got = self._outcomes.pop(rid, None)
+            if got is not None:
+                self._unanswered = False
+                if isinstance(got, PvSndError):
+                    raise got
+                return got
+            err = self._error
+            if isinstance(err, RemoteProtocolError) or self.card._lost is not None:
+                self._abandon()
+                if err is not None:
+                    self._error = None
+                    raise err
+                raise BackendGone(what, self.card._lost or "")
+            now = time.monotonic()
+            if now >= deadline:
+                self._abandon()
+                raise BackendTimeout(what, timeout)
+            self.card.process(min(deadline - now, 0.5))
+
+    def wait_idle(self, what: str) -> None:
+        """Wait until no data request is in flight (bounded by the timeout)."""
+        if not self._ranges:
+            return
+        deadline = time.monotonic() + self.card.timeout
+        with self.waiting_for_answers():
+            self._wait_idle(deadline, what)
+
+    @contextlib.contextmanager
+    def waiting_for_answers(self) -> Iterator[None]:
+        """While blocked, have answers notified (see ``poll``)."""
+        was, self.waiting = self.waiting, True
         try:
-            while True:
-                while self._responses:
-                    got = self.proto.receive(self._responses.popleft())
-                    if got is not None:
-                        self._unanswered = False
-                        return got
-                if self._error is not None:
-                    raise self._error
-                if self.card._lost is not None:
-                    raise BackendGone(what, self.card._lost)
-                now = time.monotonic()
-                if now >= deadline:
-                    self._unanswered = True
-                    raise BackendTimeout(what, timeout)
-                self.card.process(min(deadline - now, 0.5))
-        except (BackendTimeout, BackendGone, RemoteProtocolError):
-            self.proto.abandon()
-            self._error = None
-            raise
+            yield
+        finally:
+            self.waiting = was
+
+    def _wait_idle(self, deadline: float, what: str) -> None:
+        while self._ranges:
+            self.poll()
+            if not self._ranges or self.card._lost is not None:
+                return
+            now = time.monotonic()
+            if now >= deadline:
+                self._abandon()
+                raise BackendTimeout(f"{self.name}: {what}", self.card.timeout)
+            self.card.process(min(deadline - now, 0.5))
 
     @property
     def state(self) -> StreamState:
@@ -451,7 +690,7 @@ class Stream:
 
     def query_hw_params(self, params: HwParams) -> HwParams:
         """HW_PARAM_QUERY: the backend's refinement of ``params``."""
-        self._check()
+        self._check_connected()
         resp = self._request(self.proto.query(params), "HW_PARAM_QUERY")
         if resp.hw_param is None:
             raise RemoteProtocolError(f"{self.name}: HW_PARAM_QUERY response without parameters")
@@ -460,7 +699,7 @@ class Stream:
     def open(self, fmt: PcmFormat | int, channels: int, rate: int, buffer_frames: int,
              period_frames: int, start_threshold: int | None = None) -> None:
         """Share a buffer and OPEN the stream (ALSA hw_params + prepare)."""
-        self._check()
+        self._check_connected()
         if self.state != StreamState.CLOSED:
             self.close()
         fmt = PcmFormat(fmt)
@@ -468,29 +707,50 @@ class Stream:
         if buffer_frames <= 0 or period_frames <= 0 or period_frames > buffer_frames:
             raise ConfigError(f"{self.name}: bad geometry buffer={buffer_frames} "
                               f"period={period_frames} frames")
-        buffer_sz = buffer_frames * fb
         sharer = self.card.sharer
         assert sharer is not None
-        n_pages = sndif.buffer_page_count(buffer_sz)
+        n_pages = sndif.buffer_page_count(buffer_frames * fb)
         self.buffer = sharer.share_pages(self.card.be_domid, n_pages, writable=True)
         self.dir_pages = sharer.share_pages(
             self.card.be_domid, sndif.dir_page_count(n_pages), writable=True)
         for i, page in enumerate(sndif.encode_page_directory(self.dir_pages.refs,
                                                              self.buffer.refs)):
             self.dir_pages.buf[i * 4096:(i + 1) * 4096] = page
-        req = self.proto.open(rate, int(fmt), channels, buffer_sz, self.dir_pages.refs[0],
-                              period_frames * fb)
-        try:
-            self._request(req, "OPEN")
-        except PvSndError:
-            self._unshare_buffer()
-            raise
         self.format, self.channels, self.rate, self.frame_bytes = fmt, channels, rate, fb
         self.buffer_frames, self.period_frames = buffer_frames, period_frames
         self.start_threshold = buffer_frames if start_threshold is None else start_threshold
-        self.appl = self._high = 0
-        assert self.evt_ring is not None
+        try:
+            self._open_request()
+        except PvSndError:
+            self._unshare_buffer()
+            self.frame_bytes = 0
+            raise
+
+    def _open_request(self) -> None:
+        assert self.dir_pages is not None and self.evt_ring is not None
+        fb = self.frame_bytes
+        self._request(self.proto.open(self.rate, int(self.format), self.channels,
+                                      self.buffer_frames * fb, self.dir_pages.refs[0],
+                                      self.period_frames * fb), "OPEN")
+        # Events of the previous instance may have been taken while we
+        # waited: drop them and whatever they did to the count.
         self.evt_ring.reset()
+        self.proto.position = PositionTracker()
+        self._reset_positions()
+
+    def prepare(self) -> None:
+        """Back to position 0, ready to start (ALSA prepare).  A stream that
+        ran since OPEN is closed and opened again on the same buffer: the one
+        origin every backend agrees on (snd_be's counters survive STOP)."""
+        self._check_connected()
+        if self.state == StreamState.CLOSED:
+            raise LocalProtocolError(f"{self.name}: prepare before open")
+        if self.state == StreamState.OPENED and not self._ran and not self.sent \
+                and not self.read_sent:
+            return
+        self.wait_idle("prepare")
+        self._request(self.proto.close(), "CLOSE")
+        self._open_request()
 
     def _unshare(self, *pages: SharedPages | None) -> None:
         for p in pages:
@@ -507,27 +767,35 @@ class Stream:
     def close(self) -> None:
         """CLOSE and release the buffer.  Idempotent; errors are logged."""
         try:
-            if self.state != StreamState.CLOSED and self.card._lost is None:
+            if self.state != StreamState.CLOSED and self.card._lost is None \
+                    and self.ring is not None:
+                self.wait_idle("close")
                 self._request(self.proto.close(), "CLOSE")
         except PvSndError as exc:
             logger.warning("%s: CLOSE: %s", self.name, exc)
-            self.proto.reset()
+            self._forget_requests()
         finally:
             self._unshare_buffer()
+            self.frame_bytes = 0
 
     def _trigger(self, kind: Trigger) -> None:
-        self._check()
+        self.check()
         self._request(self.proto.trigger(kind), f"TRIGGER {kind.name}")
 
     def start(self) -> None:
+        """TRIGGER START, after everything written is announced."""
+        if self._ran:
+            self.prepare()
+        self.flush()
+        sent = time.monotonic()  # the backend cannot have started earlier
         self._trigger(Trigger.START)
+        self._ran = True
+        self._started_at = sent
 
     def stop(self) -> None:
-        """TRIGGER STOP: the backend drops what it has not played; counters restart."""
+        """TRIGGER STOP: the backend drops what it has not played."""
         self._trigger(Trigger.STOP)
-        self.appl = self._high = 0
-        assert self.evt_ring is not None
-        self.evt_ring.reset()
+        self._dirty_from = None
 
     def pause(self) -> None:
         self._trigger(Trigger.PAUSE)
@@ -538,35 +806,131 @@ class Stream:
     # -- position ----------------------------------------------------------
     @property
     def hw(self) -> int:
-        """Frames the backend has consumed (playback) or produced (capture)."""
-        return self.proto.position.octets // self.frame_bytes if self.frame_bytes else 0
+        """Frames the backend has consumed (playback, never past what it
+        holds: a report beyond the data means it played all of it) or that
+        are in the buffer for sure (capture)."""
+        return self.confirmed if self.capture else min(self.reported, self.acked)
 
     @property
     def avail(self) -> int:
         """Frames the application may write (playback) or read (capture) now."""
-        if self.config.is_capture:
+        if self.capture:
             return self.hw - self.appl
         return self.buffer_frames - (self.appl - self.hw)
 
     @property
     def delay(self) -> int:
-        """Frames queued ahead of the backend's position (playback)."""
-        return self.appl - self.hw if not self.config.is_capture else self.hw - self.appl
-
-    def _wait_for_position(self, what: str) -> None:
-        """Block until the backend's position moves (bounded by the timeout)."""
-        hw = self.hw
-        self.card._wait(lambda: self.hw != hw or self._error is not None
-                        or self.card._lost is not None,
-                        time.monotonic() + self.card.timeout, f"{self.name}: {what}")
-        self._check()
+        """Frames between the application and the backend's position."""
+        return self.reported - self.appl if self.capture else self.appl - self.hw
 
     # -- data --------------------------------------------------------------
+    def write_at(self, pos: int, data: Any, now: float | None = None) -> None:
+        """Put whole frames at stream position ``pos`` (the end of the data,
+        or behind it after a rewind: the backend then replaces what it has
+        not played) and send a WRITE when one is due.  Never waits."""
+        if self.buffer is None or self.capture:
+            raise LocalProtocolError(f"{self.name}: write_at needs an open playback stream")
+        raw = memoryview(data).cast("B")
+        fb = self.frame_bytes
+        n = len(raw) // fb
+        done = 0
+        buf = self.buffer.buf
+        for off, cnt in wrap_pieces(pos, n, self.buffer_frames):
+            b0, nb = off * fb, cnt * fb
+            buf[b0:b0 + nb] = raw[done:done + nb]
+            done += nb
+        self.appl = pos + n
+        if self._dirty_from is None or pos < self._dirty_from:
+            self._dirty_from = pos
+        self._maybe_flush(time.monotonic() if now is None else now)
+
+    def flush_due(self) -> float | None:
+        """When data written but not yet announced will be (None: nothing is)."""
+        if self._dirty_from is None:
+            return None
+        return self._last_submit + self.period_frames / self.rate / 2
+
+    def _maybe_flush(self, now: float) -> None:
+        """One WRITE a period, or sooner for what has waited half a period."""
+        first = self._dirty_from
+        if first is None:
+            return
+        if self.appl - first >= self.period_frames or now >= self._last_submit + \
+                self.period_frames / self.rate / 2:
+            self._send_writes(now)
+
+    def flush(self) -> None:
+        """Announce everything written (start, drain)."""
+        if self._dirty_from is not None:
+            self._send_writes(time.monotonic())
+
+    def _send_writes(self, now: float) -> None:
+        first = self._dirty_from
+        if first is None or self.proto.projected == StreamState.CLOSED:
+            return
+        end = self.appl
+        if end <= first:
+            self._dirty_from = None
+            return
+        pieces = wrap_pieces(first, end - first, self.buffer_frames)
+        if len(pieces) > self._data_slots():
+            return  # coalesced into a later WRITE once answers come
+        start = first
+        for _off, cnt in pieces:
+            self._submit_data(Op.WRITE, start, start + cnt, now)
+            start += cnt
+        self.sent = end
+        self._dirty_from = None
+        self._last_submit = now
+
+    def _read_ahead(self, now: float) -> None:
+        """READ what the backend reported captured, a few requests at most
+        (not behind a control request: a STOP resets the backend's count)."""
+        if self.proto.state != StreamState.RUNNING or self.proto.control_in_flight:
+            return
+        while self.read_sent < self.reported:
+            slots = self._data_slots()
+            if not slots:
+                return
+            start = self.read_sent
+            off = start % self.buffer_frames
+            cnt = min(self.reported - start, self.buffer_frames - off)
+            self._submit_data(Op.READ, start, start + cnt, now)
+            self.read_sent = start + cnt
+
+    def read_at(self, pos: int, out: Any) -> None:
+        """Copy the captured frames from stream position ``pos`` into ``out``
+        (whatever the buffer holds there: the caller reads confirmed frames,
+        or overwritten ones after an overrun it chose to ride through)."""
+        if self.buffer is None or not self.capture:
+            raise LocalProtocolError(f"{self.name}: read_at needs an open capture stream")
+        dst = memoryview(out).cast("B")
+        fb = self.frame_bytes
+        done = 0
+        buf = self.buffer.buf
+        for off, cnt in wrap_pieces(pos, len(dst) // fb, self.buffer_frames):
+            b0, nb = off * fb, cnt * fb
+            dst[done:done + nb] = buf[b0:b0 + nb]
+            done += nb
+        self.appl = max(self.appl, pos + done // fb)
+
+    # -- the blocking Python API -------------------------------------------
+    def _wait_for(self, cond: Callable[[], bool], what: str) -> None:
+        """Block until ``cond()``, the position moving on the way; a backend
+        making no progress for the timeout is BackendTimeout."""
+        self.set_event_wakes(True)
+        with self.waiting_for_answers():
+            self.card._wait(lambda: self.poll() or cond() or self._error is not None
+                            or self.card._lost is not None,
+                            time.monotonic() + self.card.timeout, f"{self.name}: {what}",
+                            progress=lambda: (self.reported, self.acked, self.confirmed))
+        self.check()
+
     def write(self, data: Any) -> int:
         """Queue ``data`` (bytes-like or numpy array of whole frames); blocks while
         the buffer is full, auto-starts at the start threshold.  Returns frames."""
-        self._check()
-        if self.config.is_capture:
+        self._check_connected()
+        if self.capture:
             raise LocalProtocolError(f"{self.name}: write on a capture stream")
         if self.buffer is None:
             raise LocalProtocolError(f"{self.name}: write before open")
@@ -575,7 +939,10 @@ class Stream:
         if len(raw) % self.frame_bytes:
             raise ConfigError(f"{self.name}: {len(raw)} bytes is not a whole number of "
                               f"{self.frame_bytes}-byte frames")
+        if self._ran and self.state == StreamState.OPENED:
+            self.prepare()  # stopped (drained): start over from 0
         total = len(raw) // self.frame_bytes
+        fb = self.frame_bytes
         done = 0
         while done < total:
             avail = self.avail
@@ -585,111 +952,52 @@ class Stream:
                     continue
                 if self.state == StreamState.PAUSED:
                     raise LocalProtocolError(f"{self.name}: buffer full while paused")
-                self._wait_for_position("waiting for the backend to consume")
+                hw = self.hw
+                self._wait_for(lambda: self.hw != hw, "waiting for the backend to consume")
                 continue
             n = min(avail, total - done)
-            fb = self.frame_bytes
             self.write_at(self.appl, raw[done * fb:(done + n) * fb])
             done += n
             if self.state == StreamState.OPENED and self.appl >= self.start_threshold:
                 self.start()
+            self.check()
+        self.flush()
         return total
-
-    def write_at(self, pos: int, data: Any) -> None:
-        """Put whole frames at stream position ``pos`` and WRITE them.  ``pos``
-        is the end of the data, or behind it after a rewind: the backend then
-        replaces what it has not played (the ALSA plugin's transfer)."""
-        self._check()
-        if self.buffer is None or self.config.is_capture:
-            raise LocalProtocolError(f"{self.name}: write_at needs an open playback stream")
-        raw = memoryview(data).cast("B")
-        n = len(raw) // self.frame_bytes
-        done = 0
-        for off, cnt in wrap_pieces(pos, n, self.buffer_frames):
-            b0, nb = off * self.frame_bytes, cnt * self.frame_bytes
-            self.buffer.buf[b0:b0 + nb] = raw[done:done + nb]
-            # The backend may play it (and say so) before it answers.
-            self._in_flight_frames = cnt
-            try:
-                self._request(self.proto.rw(Op.WRITE, b0, nb), "WRITE")
-            finally:
-                self._in_flight_frames = 0
-            done += nb
-            self.appl = pos + done // self.frame_bytes
-            self._high = max(self._high, self.appl)
-
-    def read_at(self, pos: int, out: Any) -> None:
-        """Fill ``out`` with the captured frames from stream position ``pos``.
-        READs only what was not read before, so asking twice for the same
-        frames (ALSA's mmap_begin) is harmless."""
-        self._check()
-        if self.buffer is None or not self.config.is_capture:
-            raise LocalProtocolError(f"{self.name}: read_at needs an open capture stream")
-        dst = memoryview(out).cast("B")
-        n = len(dst) // self.frame_bytes
-
-        def copy() -> None:
-            assert self.buffer is not None
-            done = 0
-            for off, cnt in wrap_pieces(pos, n, self.buffer_frames):
-                b0, nb = off * self.frame_bytes, cnt * self.frame_bytes
-                dst[done:done + nb] = self.buffer.buf[b0:b0 + nb]
-                done += nb
-
-        # Frames already reported captured are copied first and the READ
-        # then confirms they were not overwritten meanwhile (-EPIPE if they
-        # were); copying after the READ could return overwritten frames.
-        captured = pos + n <= self.hw
-        if captured:
-            copy()
-        if pos + n > self.appl:
-            start = self.appl  # the backend confirms in order, skipped frames too
-            for off, cnt in wrap_pieces(start, pos + n - start, self.buffer_frames):
-                self._request(self.proto.rw(Op.READ, off * self.frame_bytes,
-                                            cnt * self.frame_bytes), "READ")
-                self.appl += cnt
-        if not captured:
-            copy()
 
     def drain(self) -> None:
         """Play out everything written, then STOP."""
-        self._check()
-        if self.state == StreamState.OPENED and self.appl > 0:
+        self._check_connected()
+        self.flush()
+        if self.state == StreamState.OPENED and self.appl > 0 and not self._ran:
             self.start()
         if self.state == StreamState.RUNNING:
-            self.card._wait(lambda: self.hw >= self.appl or self._error is not None
-                            or self.card._lost is not None,
-                            time.monotonic() + self.card.timeout +
-                            (self.appl - self.hw) / max(self.rate, 1),
-                            f"{self.name}: drain", progress=lambda: self.hw)
-            self._check()
+            self._wait_for(lambda: self.acked >= self.appl and self.reported >= self.acked,
+                           "drain")
         if self.state in (StreamState.RUNNING, StreamState.PAUSED):
             self.stop()
 
     def read(self, frames: int) -> bytes:
         """Capture ``frames`` frames (starts the stream if needed); blocks until read."""
-        self._check()
-        if not self.config.is_capture:
+        self._check_connected()
+        if not self.capture:
             raise LocalProtocolError(f"{self.name}: read on a playback stream")
         if self.buffer is None:
             raise LocalProtocolError(f"{self.name}: read before open")
         if self.state == StreamState.OPENED:
             self.start()
         out = bytearray()
-        while len(out) < frames * self.frame_bytes:
+        fb = self.frame_bytes
+        while len(out) < frames * fb:
+            if self.reported - self.appl > self.buffer_frames or self.overruns:
+                raise Xrun(f"{self.name}: capture overrun, {self.reported - self.appl} "
+                           f"frames captured in a {self.buffer_frames}-frame buffer")
             avail = self.avail
-            if avail > self.buffer_frames:
-                raise Xrun(f"{self.name}: capture overrun, {avail} frames pending in a "
-                           f"{self.buffer_frames}-frame buffer")
             if avail <= 0:
-                self._wait_for_position("waiting for captured data")
+                appl = self.appl
+                self._wait_for(lambda: self.confirmed > appl, "waiting for captured data")
                 continue
-            n = min(avail, frames - len(out) // self.frame_bytes)
-            for off, cnt in wrap_pieces(self.appl, n, self.buffer_frames):
-                b0, nb = off * self.frame_bytes, cnt * self.frame_bytes
-                self._request(self.proto.rw(Op.READ, b0, nb), "READ")
-                assert self.buffer is not None
-                out += self.buffer.buf[b0:b0 + nb]
-                self.appl += cnt
+            n = min(avail, frames - len(out) // fb)
+            chunk = bytearray(n * fb)
+            self.read_at(self.appl, chunk)
+            out += chunk
         return bytes(out)
-

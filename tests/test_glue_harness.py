@@ -46,19 +46,25 @@ class Rig:
         self.backend: Proc = self.sim.backend(root, "--sink", f"wav:{self.out}",
                                               "--source", f"wav:{sources}")
         self.harnesses: list[IoplugHarness] = []
+        self._wavs_before: dict[int, int] = {}
 
     def open(self, capture: bool = False, nonblock: bool = False) -> IoplugHarness:
         h = IoplugHarness(transport="sim", sim_dir=self.sim.dir, domid=1, timeout=2,
                           capture=capture, nonblock=nonblock)
         self.harnesses.append(h)
+        self._wavs_before[id(h)] = len(list(self.out.glob("*.wav")))
         return h
 
     def played(self, h: IoplugHarness) -> bytes:
-        """Close ``h`` (the backend finishes its WAV at CLOSE) and return the
-        newest WAV's samples."""
+        """Close ``h`` (the backend finishes its WAV at CLOSE) and return what
+        it played: the WAVs of every OPEN since it was opened (a prepare after
+        the stream ran opens it again), in order."""
         h.close()
-        info, data = read_wav(str(sorted(self.out.glob("*.wav"))[-1]))
-        assert (info.format, info.channels, info.rate) == (FMT, CH, RATE)
+        data = b""
+        for wav in sorted(self.out.glob("*.wav"))[self._wavs_before[id(h)]:]:
+            info, part = read_wav(str(wav))
+            assert (info.format, info.channels, info.rate) == (FMT, CH, RATE)
+            data += part
         return data
 
     def close_all(self) -> None:
@@ -117,7 +123,8 @@ def test_hw_params_applies_alsa_defaults_and_prepares(rig: Rig) -> None:
     assert b == default_boundary(4096) and b % 4096 == 0
     assert b <= LONG_MAX - 4096 < 2 * b
     # The plugin got alsa-lib's default sw_params.
-    assert (h.pcm.avail_min, h.pcm.start_threshold, h.pcm.stop_threshold, h.pcm.boundary) \
+    assert (h.pcm.model.avail_min, h.pcm.model.start_threshold, h.pcm.model.stop_threshold,
+            h.pcm.model.boundary) \
         == (1024, 1, 4096, b)
     assert h.avail_update() == 4096 and h.delay() == 0
     with pytest.raises(LocalProtocolError):
@@ -130,7 +137,7 @@ def test_hw_params_applies_alsa_defaults_and_prepares(rig: Rig) -> None:
         h.readi(10)  # a playback PCM
     h.drop()
     h.hw_params(FMT, CH, RATE, period=2048, buffer=8192)  # hw_free, then again
-    assert (h.pcm.avail_min, h.pcm.stop_threshold, h.state) == (2048, 8192, State.PREPARED)
+    assert (h.pcm.model.avail_min, h.pcm.model.stop_threshold, h.state) == (2048, 8192, State.PREPARED)
     data = signal(3000, seed=20)
     assert h.writei(data) == 3000
     h.drain()
@@ -304,7 +311,7 @@ def test_underrun_seen_by_wait_is_epipe(rig: Rig) -> None:
     h = rig.open()
     h.hw_params(FMT, CH, RATE, period=1024, buffer=4096)
     h.writei(signal(4096))
-    wait_for(h, lambda: h.pcm.state.name == "XRUN" or h.poll_revents() & alsa.POLLERR, 1.5,
+    wait_for(h, lambda: h.pcm.model.state.name == "XRUN" or h.poll_revents() & alsa.POLLERR, 1.5,
              "the plugin to see the underrun")
     # An application that sleeps, then calls snd_pcm_wait (aplay does after a
     # short write) with its stale avail < avail_min: -EPIPE from the wait, or
@@ -483,7 +490,7 @@ def test_nonblocking_write_and_drain(rig: Rig) -> None:
 def test_boundary_wrap(rig: Rig, capture: bool) -> None:
     h = rig.open(capture=capture)
     h.hw_params(FMT, CH, RATE, period=1024, buffer=8192, boundary=16384)
-    assert h.pcm.boundary == 16384
+    assert h.pcm.model.boundary == 16384
     frames, got = 36000, bytearray()
     data = signal(frames, seed=14)
     for i in range(0, frames, 700):
@@ -494,7 +501,7 @@ def test_boundary_wrap(rig: Rig, capture: bool) -> None:
             assert h.writei(data[i * FB:(i + n) * FB]) == n, h.last_error
         assert 0 <= h.appl < 16384 and 0 <= h.hw < 16384
         assert 0 <= h.delay() <= 8192 + 1024
-        assert h.pcm.appl == h.appl_frames  # the plugin unwraps appl_ptr right
+        assert h.pcm.model.appl == h.appl_frames  # the plugin unwraps appl_ptr right
     assert h.appl_frames == frames > 2 * 16384
     if capture:
         same_audio(bytes(got), SOURCE[:frames * FB])

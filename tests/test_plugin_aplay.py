@@ -122,9 +122,10 @@ def test_dump_hw_params_shows_the_xenstore_config(shared: PvEnv) -> None:
     assert set(params["FORMAT"].split()) == {"U8", "S16_LE", "S24_LE", "S32_LE", "FLOAT_LE"}
     assert params["CHANNELS"] == "[1 8]"
     assert params["RATE"] == "[8000 96000]"
-    assert params["BUFFER_BYTES"] == "[128 1048576]"
+    # 1 ms (--min-period-us) at 96 kHz of the narrowest frame (U8 mono): 96 bytes
+    assert params["BUFFER_BYTES"] == "[192 1048576]"
     assert params["PERIODS"] == "[2 1024]"
-    assert params["PERIOD_BYTES"] == "[64 524288]"
+    assert params["PERIOD_BYTES"] == "[96 524288]"
 
 
 def test_speaker_test_completes(shared: PvEnv) -> None:

@@ -79,11 +79,48 @@ def test_failure_status_keeps_state_and_carries_status():
     assert p.state == S.CLOSED
 
 
-def test_one_request_in_flight():
+def test_one_control_request_in_flight():
     p = StreamProtocol()
     p.open(48000, 2, 2, 4096, 9, 1024)
     with pytest.raises(LocalProtocolError, match="in flight"):
         p.close()
+
+
+def test_data_requests_pipeline_and_answer_in_any_order():
+    p = StreamProtocol()
+    p.receive(Resp(p.open(48000, 2, 2, 4096, 9, 1024).id, int(Op.OPEN), 0))
+    writes = [p.rw(Op.WRITE, i * 64, 64) for i in range(4)]
+    start = p.trigger(Trigger.START)   # may follow the WRITEs
+    more = p.rw(Op.WRITE, 256, 64)     # legal in the state START leads to
+    assert p.outstanding == 6 and p.in_flight == writes[0].id
+    assert len({r.id for r in [*writes, start, more]}) == 6
+    p.receive(Resp(writes[2].id, int(Op.WRITE), 0))
+    for r in (writes[0], writes[1], writes[3]):
+        p.receive(Resp(r.id, int(Op.WRITE), 0))
+    assert p.state == S.OPENED
+    p.receive(Resp(start.id, int(Op.TRIGGER), 0))
+    assert p.state == S.RUNNING
+    p.receive(Resp(more.id, int(Op.WRITE), 0))
+    assert p.outstanding == 0
+
+
+def test_legality_is_judged_on_the_state_in_flight_requests_lead_to():
+    p = StreamProtocol()
+    p.receive(Resp(p.open(48000, 2, 2, 4096, 9, 1024).id, int(Op.OPEN), 0))
+    close = p.close()
+    with pytest.raises(LocalProtocolError, match="not allowed in state CLOSED"):
+        p.rw(Op.WRITE, 0, 64)  # the stream is closed by the time it would arrive
+    p.receive(Resp(close.id, int(Op.CLOSE), 0))
+
+
+def test_ids_in_flight_are_never_reused():
+    p = StreamProtocol()
+    p.receive(Resp(p.open(48000, 2, 2, 4096, 9, 1024).id, int(Op.OPEN), 0))
+    p._next_id = 0xFFFE
+    a, b, c = (p.rw(Op.WRITE, 0, 64) for _ in range(3))
+    p._next_id = a.id  # the counter comes round while they are in flight
+    d = p.rw(Op.WRITE, 0, 64)
+    assert len({a.id, b.id, c.id, d.id}) == 4
 
 
 def test_wrong_id_and_wrong_operation_are_remote_errors():
@@ -130,9 +167,11 @@ class TestPositionTracker:
         t.on_event(CurPosEvt(3, 200))  # out-of-order id: position still used
         assert t.octets == 200
 
-    def test_position_beyond_written_is_rejected(self):
+    def test_save_and_restore_undo_a_refused_report(self):
         t = PositionTracker()
-        t.on_event(CurPosEvt(0, 100), limit=1000)
-        with pytest.raises(RemoteProtocolError, match="only 1000 were written"):
-            t.on_event(CurPosEvt(1, 2**60), limit=1000)
-        assert t.octets == 100
+        t.on_event(CurPosEvt(0, 100))
+        saved = t.save()
+        t.on_event(CurPosEvt(1, 2**60))
+        t.restore(saved)
+        assert t.octets == 100 and t.events == 1
+        assert t.on_event(CurPosEvt(2, 150)) == 50

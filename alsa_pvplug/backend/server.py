@@ -394,7 +394,9 @@ class BackendStream:
                                 f"{self.read_pos % self.buffer_sz}")
         end = self.read_pos + req.length
         if self.done - self.read_pos > self.buffer_sz:
-            self.read_pos = self.done  # resync so a recovering guest can go on
+            # Overwritten: refused, and consumed, so the guest's next READ
+            # (sequential, as it keeps count) is judged on its own.
+            self.read_pos = end
             raise RequestFailed(-errno.EPIPE, "capture overrun: data was overwritten")
         if end > self.done:
             if self.running:

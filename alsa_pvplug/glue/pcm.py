@@ -5,67 +5,42 @@ ioplug does, without ALSA.  Every method takes ALSA's ``appl_ptr`` (modulo
 the boundary) where it matters, returns ints, and raises ``PvSndError``
 subclasses that the caller maps to negative errno.
 
-What the numbers mean (ioplug with BOUNDARY_WA):
-
-* ``pointer``: playback, the frames the backend has played, interpolated on
-  the clock between its CUR_POS reports (``protocol.pointer``) and never
-  beyond what we gave it; capture, the frames it has reported captured (the
-  data is in the ring only then).  Free-running modulo ``boundary``, 0 after
-  prepare, monotonic in every state.
-* xruns are ours to find (ioplug never does): ``avail >= stop_threshold``
-  while running gives -EPIPE, unless ``stop_threshold >= boundary``.
-* ``delay``: playback, what we gave minus the interpolated position; capture,
-  the interpolated position minus what the application read.
-* readiness: a timerfd armed for the moment ``avail >= avail_min`` at the
-  next period boundary (an emulated period interrupt), plus the event
-  channel, so a real CUR_POS wakes the poller too.
+This module adapts ioplug to two objects and decides nothing itself: the
+stream (``frontend.Stream``: requests, the data path, waiting) and the
+position model (``protocol.pcm.PcmModel``: pointer, avail, delay, xruns,
+readiness, wake times; the rules are in its docstring).  The poll
+descriptors are a timerfd armed for the model's next wake (an emulated
+period interrupt) and the card's event channel.
 """
 
 from __future__ import annotations
 
-import enum
 import errno
 import logging
-import math
-import select
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from .. import cardpool
 from .._native import lib as native
-from ..errors import BackendError, BackendTimeout, LocalProtocolError, PvSndError, Xrun
+from ..errors import (BackendError, BackendTimeout, ConfigError, LocalProtocolError, PvSndError,
+                      RemoteProtocolError, Xrun)
 from ..protocol.config import PluginOptions
-from ..protocol.pointer import PositionClock
+from ..protocol.pcm import PcmModel, PcmState
 from ..protocol.sndif import HwParams, PcmFormat, format_mask, formats_from_mask, sample_bytes
 from ..protocol.stream import StreamState
 from . import alsa
 
 logger = logging.getLogger(__name__)
 
-#: how long past a predicted report we wait before looking again (seconds)
-REPORT_GRACE = 0.002
-#: the shortest timer we arm: a poller never spins
-MIN_WAKE = 0.0005
-#: an interpolated position may run this far past the last report (seconds),
-#: on top of one period: reports are late by our polling, not only theirs
-SLACK_SECONDS = 0.005
-#: pointer() (called in tight loops) reads the rings directly and does the
-#: full processing (event channel, xenstore) at most this often (seconds)
-FULL_SYNC_INTERVAL = 0.01
 #: PERIODS_MAX keeps speaker-test's "largest buffer" sane together with the
 #: card's buffer size
 PERIODS_MAX = 1024
-
-
-class PcmState(enum.Enum):
-    OPEN = "open"          # no hw_params yet
-    SETUP = "setup"        # hw_params done, or stopped
-    PREPARED = "prepared"
-    RUNNING = "running"
-    PAUSED = "paused"
-    DRAINING = "draining"
-    XRUN = "xrun"
+#: impossible position reports a stream survives (each an xrun); one more and
+#: prepare fails with -EIO, an error the client cannot loop on
+MAX_VIOLATIONS = 3
+#: the timer is re-armed only when the wake time moves by more than this (s)
+REARM_TOLERANCE = 0.0001
 
 
 @dataclass
@@ -111,27 +86,13 @@ class PvPcm:
         except BaseException:
             self.lease.release()
             raise
-        self.state = PcmState.OPEN
         self.geometry: Geometry | None = None
+        self.model: PcmModel | None = None
         self.access = alsa.ACCESS_RW_INTERLEAVED
-        self.avail_min = 1
-        self.start_threshold = 1
-        self.stop_threshold = 0
-        self.boundary = 1 << 62
-        self.clock: PositionClock | None = None
-        self._reset_counters()
+        self._sw: tuple[int, int, int, int] | None = None
+        self._armed = 0.0
+        self._reports_lead = False
         self._closed = False
-        self._last_full = 0.0
-
-    def _reset_counters(self) -> None:
-        self.appl = 0      # absolute frames (ALSA's appl_ptr, unwrapped)
-        self.hw = 0        # absolute frames, the last pointer we returned
-        self.written = 0   # playback: end of what the backend holds
-        self.dry = False   # playback: the backend ran out (stop_threshold >= boundary)
-        self._reported = 0
-        self._last_progress = time.monotonic()
-        if self.clock is not None:
-            self.clock.reset()
 
     # -- what ALSA may ask for ---------------------------------------------
     def _constraints(self) -> HwConstraints:
@@ -157,6 +118,10 @@ class PvPcm:
                 raise
             logger.info("%s: HW_PARAM_QUERY refused (%s); using the xenstore config",
                         self.stream.name, exc)
+        # What OPEN refused before in this process is not offered again,
+        # unless nothing would be left (the backend confirms by accepting).
+        refused = self.card.refused_formats
+        formats = [f for f in formats if f not in refused] or formats
         buffer_max = cfg.buffer_bytes_max
         # ioplug constrains periods in bytes, before the format is known: the
         # narrowest frame gives a bound no choice goes below; hw_params says
@@ -188,28 +153,35 @@ class PvPcm:
         pf = alsa.sndif_format(fmt)
         self.access = access
         with self.lock:
-            self.stream.open(pf, channels, rate, buffer, period)
+            self.geometry = self.model = None
+            try:
+                self.stream.open(pf, channels, rate, buffer, period)
+            except BackendError as exc:
+                if exc.status != -errno.EINVAL:
+                    raise
+                self.card.refused_formats.add(pf)
+                raise ConfigError(
+                    f"{self.stream.name}: the backend refused {pf.name}, {channels} channels, "
+                    f"{rate} Hz, period {period}, buffer {buffer} frames "
+                    f"(status {exc.status}); choose another configuration "
+                    "(plug: converts)") from None
             self.geometry = Geometry(pf, channels, rate, period, buffer,
                                      self.stream.frame_bytes)
-            slack = min(buffer, period + math.ceil(rate * SLACK_SECONDS))
-            self.clock = PositionClock(rate, slack)
-            self.state = PcmState.SETUP
-            self.stop_threshold = buffer
-            self._reset_counters()
+            self.model = PcmModel(self.capture, rate, period, buffer, self.card.timeout)
+            if self._sw is not None:
+                self.model.sw_params(*self._sw)
 
     def sw_params(self, avail_min: int, start_threshold: int, stop_threshold: int,
                   boundary: int) -> None:
-        self.avail_min = max(1, avail_min)
-        self.start_threshold = start_threshold
-        self.stop_threshold = stop_threshold
-        self.boundary = boundary or self.boundary
+        self._sw = (avail_min, start_threshold, stop_threshold, boundary)
+        if self.model is not None:
+            self.model.sw_params(*self._sw)
 
     def hw_free(self) -> None:
         with self.lock:
             self.stream.close()
-            self.geometry = None
-            self.state = PcmState.OPEN
-            native.pvplug_timer_arm(self.timer_fd, 0.0)
+            self.geometry = self.model = None
+            self._arm(0.0)
 
     def close(self) -> None:
         if self._closed:
@@ -225,67 +197,69 @@ class PvPcm:
             self.lease.release()
 
     # -- state callbacks -------------------------------------------------------
-    def _geometry(self) -> Geometry:
-        if self.geometry is None or self.clock is None:
+    def _model(self) -> PcmModel:
+        if self.model is None or self.geometry is None:
             raise LocalProtocolError(f"{self.stream.name}: not set up (hw_params first)")
+        return self.model
+
+    def _geometry(self) -> Geometry:
+        self._model()
+        assert self.geometry is not None
         return self.geometry
 
     def prepare(self) -> None:
         with self.lock:
-            g = self._geometry()
+            m, g = self._model(), self._geometry()
             self.card.ensure_connected()
+            if self.stream.violations >= MAX_VIOLATIONS:
+                raise RemoteProtocolError(
+                    f"{self.stream.name}: the backend keeps breaking the protocol "
+                    f"({self.stream.violations} impossible position reports); giving up")
             if self.stream.state == StreamState.CLOSED:
                 # The backend restarted and we reconnected: open again.
                 self.stream.open(g.fmt, g.channels, g.rate, g.buffer, g.period)
-            elif self.stream.state != StreamState.OPENED or self.written or self.hw:
-                self.stream.stop()  # drops what is queued; positions back to 0
-            self._reset_counters()
-            self.state = PcmState.PREPARED
+            else:
+                self.stream.prepare()  # CLOSE + OPEN if it ran: positions from 0
+            m.prepare()
             self._rearm(time.monotonic())
 
     def start(self, appl: int) -> None:
         with self.lock:
-            self._geometry()
-            self._set_appl(appl)
-            if self.state == PcmState.RUNNING:
+            m = self._model()
+            m.set_appl(appl)
+            if m.state == PcmState.RUNNING:
                 return  # tolerated, as pcm_a52 does
             self.stream.start()
-            assert self.clock is not None
             now = time.monotonic()
-            self.clock.restart(self.hw, now)
-            self._last_progress = now
-            self.state = PcmState.RUNNING
+            m.start(now)
             self._rearm(now)
 
     def stop(self) -> None:
         with self.lock:
             if self.stream.state in (StreamState.RUNNING, StreamState.PAUSED):
-                try:
-                    self.stream.stop()
-                finally:
-                    self.written = 0
-            if self.clock is not None:
-                self.clock.freeze(time.monotonic())
-            if self.state != PcmState.OPEN:
-                self.state = PcmState.SETUP
-            native.pvplug_timer_arm(self.timer_fd, 0.0)
+                self.stream.stop()
+            if self.model is not None:
+                self.model.stop(time.monotonic())
+            self._arm(0.0)
 
     def pause(self, enable: bool) -> None:
         with self.lock:
-            assert self.clock is not None
-            now = time.monotonic()
+            m = self._model()
             if enable:
                 self.stream.pause()
-                now = self._sync(now)
-                self.clock.freeze(now)
-                self.state = PcmState.PAUSED
-                native.pvplug_timer_arm(self.timer_fd, 0.0)
+                now = self._sync(time.monotonic())
+                m.position(now)
+                m.pause(now)
+                self._arm(0.0)
             else:
                 self.stream.resume()
-                self.clock.restart(self.hw, now)
-                self._last_progress = now
-                self.state = PcmState.RUNNING
+                now = time.monotonic()
+                m.resume(now)
                 self._rearm(now)
+
+    def _drained(self) -> bool:
+        st = self.stream
+        return st.acked >= st.appl and st.reported >= st.acked
 
     def drain(self, appl: int, nonblock: bool | None = None) -> None:
         """Blocking: returns once the backend has played all we gave it.
@@ -294,229 +268,170 @@ class PvPcm:
             return
         nonblock = self.nonblock if nonblock is None else nonblock
         with self.lock:
-            g = self._geometry()
-            self._set_appl(appl)
-            if self.state == PcmState.PREPARED and self.appl > 0:
+            m = self._model()
+            m.set_appl(appl)
+            self.stream.flush()
+            if m.state == PcmState.PREPARED and m.appl > 0:
                 self.start(appl)
-            if self.state not in (PcmState.RUNNING, PcmState.DRAINING):
+            if m.state not in (PcmState.RUNNING, PcmState.DRAINING):
                 return
-            self.state = PcmState.DRAINING
-            deadline = time.monotonic() + self.card.timeout + \
-                (self.written - self.hw) / g.rate
-        while True:
-            with self.lock:
-                now = time.monotonic()
-                now = self._sync(now)
-                if self._reported >= self.written:
-                    self.hw = self.written
-                    return
-                if nonblock:
+            m.drain()
+            if nonblock:
+                now = self._sync(time.monotonic(), full=True)
+                if not self._drained():
                     self._rearm(now)
                     raise PvSndError("drain in progress", code=errno.EAGAIN)
-                if now >= deadline:
-                    raise BackendTimeout(f"{self.stream.name}: drain", self.card.timeout)
-                fds = self.card.fileno_list()
-                due = self.clock.time_of(self.written) if self.clock else None
-            wait = 0.05 if due is None else min(0.05, max(MIN_WAKE, due - now + REPORT_GRACE))
-            select.select(fds, [], [], wait)
+                m.hw = self.stream.appl
+                return
+            expect = (self.stream.appl - m.hw) / m.rate
+
+        def drained() -> bool:
+            self._sync(time.monotonic(), full=True)
+            return self._drained()
+
+        with self.stream.waiting_for_answers():
+            self.card.wait_until(drained, f"{self.stream.name}: drain", lock=self.lock,
+                                 extra=expect, progress=lambda: self.stream.reported,
+                                 next_check=self._drain_due)
+        with self.lock:
+            m.hw = max(m.hw, self.stream.appl)
+
+    def _drain_due(self) -> float | None:
+        m = self.model
+        return None if m is None or m.clock is None else m.clock.time_of(self.stream.appl)
 
     # -- the data path ---------------------------------------------------------
     def transfer(self, appl: int, data: Any, frames: int) -> int:
         """Playback: ``data`` holds ``frames`` frames for position ``appl``.
         Capture: fill ``data`` with the frames at ``appl``."""
         with self.lock:
-            g = self._geometry()
-            self._set_appl(appl)
-            nbytes = frames * g.frame_bytes
-            view = memoryview(data).cast("B")[:nbytes]
+            m, g = self._model(), self._geometry()
+            m.set_appl(appl)
+            view = memoryview(data).cast("B")[:frames * g.frame_bytes]
             now = time.monotonic()
             if self.capture:
-                try:
-                    self.stream.read_at(self.appl, view)
-                except BackendError as exc:
-                    if exc.errno != errno.EPIPE or self.access != alsa.ACCESS_MMAP_INTERLEAVED:
-                        raise  # RW: readi returns -EPIPE, the client prepares
-                    # MMAP: the backend overwrote these frames (overrun).  An
-                    # error here fails snd_pcm_mmap_begin, which JACK treats
-                    # as fatal; do what a kernel driver does: silence now,
-                    # -EPIPE from the next pointer/poll.
-                    view[:] = alsa.silence(g.fmt, nbytes)
-                    self.state = PcmState.XRUN
-                    logger.warning("%s: capture overrun: %s", self.stream.name, exc)
-                self.appl += frames  # ioplug moves appl_ptr by what we return
+                self.stream.read_at(m.appl, view)
+                m.appl += frames  # ioplug moves appl_ptr by what we return
                 self._rearm(now)
                 return frames
-            if self.appl > self.written:
+            st = self.stream
+            if m.appl > st.appl:
                 # snd_pcm_forward skipped frames: the backend plays silence there.
-                gap = (self.appl - self.written) * g.frame_bytes
-                self.stream.write_at(self.written, alsa.silence(g.fmt, gap))
-            self.stream.write_at(self.appl, view)
-            self.written = self.appl = self.appl + frames
-            if self.dry and self.state in (PcmState.RUNNING, PcmState.DRAINING):
-                # The backend restarts its clock when data comes after a dry spell.
-                assert self.clock is not None
-                self.clock.restart(self.hw, now)
-                self.dry = False
-            self._last_progress = now
+                st.write_at(st.appl, alsa.silence(g.fmt, (m.appl - st.appl) * g.frame_bytes),
+                            now)
+            st.write_at(m.appl, view, now)
+            m.appl += frames
+            self._sync(now)
             self._rearm(now)
             return frames
 
     # -- position ------------------------------------------------------------
-    def _set_appl(self, appl_mod: int) -> None:
-        """Follow ALSA's appl_ptr (modulo boundary), forwards or back (rewind)."""
-        delta = (appl_mod - self.appl) % self.boundary
-        if delta > self.boundary // 2:
-            delta -= self.boundary
-        self.appl += delta
-
-    def _sync(self, now: float, full: bool = True) -> float:
-        """Take events and responses; feed new reports to the clock.
-        Returns the time just after the events were taken: a report read
-        here may have been sent after ``now``, so it is observed at that
-        later time (an early time would put the clock ahead of the
-        backend for a whole window), and the caller's position is for it."""
-        if full or now - self._last_full >= FULL_SYNC_INTERVAL:
-            self.card.process(0)  # notifications, xenstore watches, every ring
-            self._last_full = now
+    def _sync(self, now: float, full: bool = False) -> float:
+        """Take answers and events (``full``: also notifications and xenstore
+        watches, a system call) and feed the model.  Raises what the stream
+        found wrong.  Returns the time just after the events were taken: a
+        report read here may have been sent after ``now``."""
+        st = self.stream
+        if full:
+            self.card.process(0)
         else:
-            self.stream._poll_rings()  # shared memory only: no system call
+            st.poll(now)
         now = time.monotonic()
-        if self.stream._error is not None:
-            err, self.stream._error = self.stream._error, None
-            raise err
         if self.card._lost is not None:
-            raise PvSndError(f"{self.stream.name}: {self.card._lost}", code=errno.ENODEV)
-        if self.clock is None:
-            return now
-        rep = self.stream.hw
-        if rep != self._reported:
-            self._reported = rep
-            self._last_progress = now
-            # Observed when it was taken off the event ring, not now: one
-            # taken while a request waited (a WRITE) would count as late.
-            seen = self.stream.pos_seen_at
-            self.clock.observe(rep, now if seen is None else seen)
+            raise PvSndError(f"{st.name}: {self.card._lost}", code=errno.ENODEV)
+        st.check()
+        if self.model is not None:
+            self.model.observe(st.reported, st.pos_seen_at,
+                               st.confirmed if self.capture else st.acked, now)
         return now
 
-    def _position(self, now: float) -> int:
-        """The pointer, absolute, without side effects beyond ``self.hw``."""
-        assert self.clock is not None
-        if self.state not in (PcmState.RUNNING, PcmState.DRAINING):
-            return self.hw
-        if self.capture:
-            pos = self._reported
-        else:
-            pos = self.clock.estimate(now, limit=self.written)
-        self.hw = max(self.hw, pos)
-        return self.hw
-
-    def _avail(self) -> int:
-        g = self._geometry()
-        return self.hw - self.appl if self.capture else g.buffer - (self.appl - self.hw)
-
-    def _check_running(self, now: float) -> None:
-        """Xrun and stall rules for a running stream (after ``_position``)."""
-        if self.state != PcmState.RUNNING:
-            return
-        g = self._geometry()
-        if self.stop_threshold < self.boundary and self._avail() >= self.stop_threshold:
-            self.state = PcmState.XRUN
-            raise Xrun(f"{self.stream.name}: {'overrun' if self.capture else 'underrun'} "
-                       f"(avail {self._avail()} >= stop_threshold {self.stop_threshold})")
-        if not self.capture and self.hw >= self.written and not self.dry:
-            assert self.clock is not None
-            self.dry = True
-            self.clock.freeze(now)
-        waiting = self.capture or self._reported < self.written
-        if waiting and now - self._last_progress > self.card.timeout + g.period / g.rate:
-            self.state = PcmState.XRUN
-            raise BackendTimeout(f"{self.stream.name}: no position report", self.card.timeout)
+    def _check(self, now: float) -> None:
+        m = self._model()
+        m.position(now)
+        overrun = self.capture and self.stream.overruns > 0
+        if overrun and m.stop_threshold >= m.boundary:
+            self.stream.overruns = 0  # riding through: the kernel would too
+            overrun = False
+        m.check_running(now, overrun=overrun)
 
     def pointer(self, appl: int) -> int:
         with self.lock:
-            now = time.monotonic()
-            self._set_appl(appl)
-            if self.state == PcmState.XRUN:
-                raise Xrun(f"{self.stream.name}: xrun")
-            if self.geometry is None:
+            if self.model is None:
                 return 0
-            now = self._sync(now, full=False)
-            self._position(now)
-            self._check_running(now)
-            return self.hw % self.boundary
+            m = self.model
+            m.set_appl(appl)
+            if m.state == PcmState.XRUN:
+                raise Xrun(f"{self.stream.name}: xrun")
+            now = self._sync(time.monotonic())
+            self._check(now)
+            return m.hw % m.boundary
 
     def delay(self, appl: int) -> int:
         with self.lock:
-            now = time.monotonic()
-            self._set_appl(appl)
-            if self.geometry is None or self.clock is None:
+            if self.model is None:
                 return 0
-            now = self._sync(now)
-            if self.state in (PcmState.RUNNING, PcmState.DRAINING) and self.clock.running:
-                limit = None if self.capture else self.written
-                pos = max(self.hw, self.clock.estimate(now, limit=limit))
-            else:
-                pos = self.hw
-            return pos - self.appl if self.capture else self.appl - pos
+            m = self.model
+            m.set_appl(appl)
+            now = self._sync(time.monotonic())
+            m.position(now)
+            return m.delay(now)
 
     # -- poll ------------------------------------------------------------------
     def poll_revents(self, appl: int) -> int:
         with self.lock:
-            now = time.monotonic()
-            self._set_appl(appl)
-            if self.geometry is None:
+            if self.model is None:
                 return alsa.POLLERR
+            m = self.model
+            m.set_appl(appl)
             try:
-                now = self._sync(now)
-                self._position(now)
-                self._check_running(now)
+                now = self._sync(time.monotonic(), full=True)
+                self._check(now)
             except PvSndError as exc:
-                logger.warning("%s", exc)
-                native.pvplug_timer_arm(self.timer_fd, 1.0)  # stay readable
+                logger.warning("%s: %s", self.stream.name, exc)
+                self._arm(1.0)  # stay readable
                 return alsa.POLLERR
-            if self.state == PcmState.XRUN:
+            if m.state == PcmState.XRUN:
                 return alsa.POLLERR
-            if self._ready():
-                native.pvplug_timer_arm(self.timer_fd, 1.0)  # a past time: level-ready
+            ready = m.ready(self._drained())
+            if ready:
+                # Woken sooner than our timer said: reports lead the clock
+                # (an unpaced backend); woken by it: the clock leads.
+                self._reports_lead = not 0.0 < self._armed <= now + REARM_TOLERANCE
+            self.stream.set_event_wakes(self._event_wakes_needed(now))
+            if ready:
+                self._arm(1.0)  # a past time: level-ready
                 return alsa.POLLIN if self.capture else alsa.POLLOUT
             self._rearm(now)
             return 0
 
-    def _ready(self) -> bool:
-        if self.state == PcmState.DRAINING:
-            return self._reported >= self.written
-        if self.state not in (PcmState.PREPARED, PcmState.RUNNING):
-            return False
-        return self._avail() >= self.avail_min
+    def _event_wakes_needed(self, now: float) -> bool:
+        """Whether CUR_POS notifications should wake the poller.  Not while
+        the clock predicts readiness (the timer wakes it then, and the
+        reports, late by nature, would wake it again for nothing); yes for
+        capture (data comes with reports), drains, a stopped clock, reports
+        leading the clock, and a pointer held back by the backend."""
+        m = self.model
+        if m is None or self.capture or self._reports_lead or not m.running \
+                or m.state == PcmState.DRAINING or not m.clock.running:
+            return True
+        return m.hw >= min(m.data_end, m.reported + m.clock.slack)
+
+    def _arm(self, when: float) -> None:
+        self._armed = when
+        native.pvplug_timer_arm(self.timer_fd, when)
 
     def _rearm(self, now: float) -> None:
         """Arm the timer for when the stream will be ready (or now)."""
-        if self._ready():
-            native.pvplug_timer_arm(self.timer_fd, 1.0)
+        m = self.model
+        if m is None:
             return
-        when = self._next_wake(now)
-        native.pvplug_timer_arm(self.timer_fd, 0.0 if when is None else when)
-
-    def _next_wake(self, now: float) -> float | None:
-        g = self._geometry()
-        assert self.clock is not None
-        if self.state not in (PcmState.RUNNING, PcmState.DRAINING) or not self.clock.running:
-            return None
-        if self.state == PcmState.DRAINING:
-            target = self.written
-        elif self.capture:
-            target = self.appl + self.avail_min
-        else:
-            target = self.appl - g.buffer + self.avail_min
-        # Like a period interrupt: not before the next period boundary.
-        target = max(target, (self.hw // g.period + 1) * g.period)
-        if self.state == PcmState.DRAINING:
-            target = min(target, self.written)
-        due = self.clock.time_of(target)
-        if due is None:
-            return now + self.card.timeout
-        if self.capture or self.state == PcmState.DRAINING:
-            due += REPORT_GRACE  # these wait for a real report
-        # Look again at least every timeout, so a stalled backend is noticed.
-        return min(max(due, now + MIN_WAKE), now + self.card.timeout)
-
+        if m.ready(self._drained()):
+            self._arm(1.0)
+            return
+        when = m.next_wake(now)
+        due = self.stream.flush_due()
+        if due is not None and m.running:
+            when = due if when is None else min(when, max(due, now + 0.0005))
+        when = 0.0 if when is None else when
+        if abs(when - self._armed) > REARM_TOLERANCE or (when == 0.0) != (self._armed == 0.0):
+            self._arm(when)

@@ -2,17 +2,26 @@
 
 Pure: times are arguments (seconds on one monotonic clock), nothing reads a
 clock.  The backend reports its position (CUR_POS) about once per period;
-ALSA wants a frame-accurate hardware pointer between reports.
+ALSA wants a frame-accurate hardware pointer between reports, on a backend
+whose clock (a sound card's crystal) runs a little off ours.
 
-Model: a running stream is at ``rate * (now - t0)`` frames.  Each report of
-position ``p`` observed at ``t`` says ``t0 <= t - p / rate``: a report is
-never observed early, only late (the backend woke late, we polled late).  So
-``t0`` is the minimum of those bounds over a window of recent reports: late
-observations cannot pull the line, the earliest ones define it, and the
-window lets it follow a backend clock that drifts.  The estimate is clamped
-to what is known: never behind the last report, never more than ``slack``
-frames beyond it (the backend may have stalled), never beyond ``limit`` (a
-playback backend cannot play what it was not given).
+Model: a running stream is on a line ``p = rate * t + b``, ``rate`` near the
+nominal one.  A report of position ``p`` observed at ``t`` is never early,
+only late (the backend woke late, we polled late): the backend was at ``p``
+at or before ``t``, so the true line passes on or above the point (t, p).
+The tightest such line is a linear program -- the line above every point
+with the least total distance to them -- whose optimum is the edge of the
+points' upper convex hull above their mean time.  Late points cannot pull
+it; the earliest ones define it, and its slope is the backend's rate (it
+follows a drifting clock; a mere offset filter saw-tooths against one).
+Points are kept over a time window (``WINDOW_SECONDS``), thinned to one per
+``WINDOW_SECONDS / MAX_POINTS``; until they span ``MIN_SPAN`` the nominal
+rate is used with the tightest offset.
+
+The estimate is clamped to what is known: never behind the last report,
+never more than ``slack`` frames beyond it (the backend may have stalled),
+never beyond ``limit`` (a playback backend cannot play what it was not
+given).
 """
 
 from __future__ import annotations
@@ -20,12 +29,35 @@ from __future__ import annotations
 import math
 from collections import deque
 
-# Reports; at one per 1024-frame period at 48 kHz about 11 s.  Long, so that the
-# best (least late) bound stays in the window: each time one leaves, the line
-# steps (bench/run.py: 64 gave p99 5 frames, 512 gives under 2).  The price: a
-# backend clock drifting against ours by D ppm puts the line up to D * 11 us
-# ahead, which the slack clamp bounds; under Xen both sides read Xen's time.
-WINDOW = 512
+#: seconds of reports the fit looks at
+WINDOW_SECONDS = 10.0
+#: points kept at most (one per WINDOW_SECONDS / MAX_POINTS: the least late)
+MAX_POINTS = 512
+#: the span of points the rate is fitted from; before it, the nominal rate
+MIN_SPAN = 1.0
+#: fitted rates beyond this far from nominal are not believed (a card's
+#: crystal is within a few hundred ppm; this is 0.2 %)
+MAX_SKEW = 2e-3
+#: new points between full rebuilds of the hull (amortised O(1) per report)
+_REBUILD_EVERY = 64
+
+
+def _upper_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Andrew's monotone chain, upper half, for points in increasing t."""
+    hull: list[tuple[float, float]] = []
+    for pt in points:
+        _push(hull, pt)
+    return hull
+
+
+def _push(hull: list[tuple[float, float]], c: tuple[float, float]) -> None:
+    while len(hull) >= 2:
+        (ox, oy), (ax, ay) = hull[-2], hull[-1]
+        if (ax - ox) * (c[1] - oy) - (ay - oy) * (c[0] - ox) >= 0:
+            hull.pop()  # a left turn or straight: (a) is under the chain
+        else:
+            break
+    hull.append(c)
 
 
 class PositionClock:
@@ -39,17 +71,26 @@ class PositionClock:
         self.reported = 0          # the latest reported position
         self.running = False
         self._frozen = 0           # position while not running
-        self._bounds: deque[float] = deque(maxlen=WINDOW)
-        self._t0 = 0.0
+        self._pts: deque[tuple[float, float]] = deque()
+        self._hull: list[tuple[float, float]] = []
+        self._hull_sum_t = 0.0     # sum of t over the points the hull covers
+        self._hull_n = 0
+        self._since_rebuild = 0
+        self._bucket = WINDOW_SECONDS / MAX_POINTS
+        #: the line p = slope * t + intercept
+        self.slope = float(rate)
+        self.intercept = 0.0
 
+    # -- state ---------------------------------------------------------------
     def restart(self, position: int, now: float) -> None:
         """(Re)start the clock at ``position``: START, RESUME, or new data
         after the backend ran dry (it restarts its clock when data comes)."""
         self.running = True
-        self._bounds.clear()
-        self._bounds.append(now - position / self.rate)
-        self._t0 = self._bounds[0]
+        self._pts.clear()
+        self._hull = []
+        self._hull_sum_t, self._hull_n, self._since_rebuild = 0.0, 0, 0
         self.reported = max(self.reported, position)
+        self._add(now, float(position))
 
     def freeze(self, now: float) -> int:
         """Stop moving (PAUSE, STOP, dry); returns the position kept."""
@@ -61,7 +102,8 @@ class PositionClock:
         """Back to the origin, stopped (prepare)."""
         self.running = False
         self.reported = self._frozen = 0
-        self._bounds.clear()
+        self._pts.clear()
+        self._hull = []
 
     def observe(self, position: int, now: float) -> None:
         """A report: the backend was at ``position`` at or before ``now``."""
@@ -69,16 +111,62 @@ class PositionClock:
         if not self.running:
             self._frozen = max(self._frozen, position)
             return
-        bound = now - position / self.rate
-        self._bounds.append(bound)
-        self._t0 = min(self._bounds)
+        self._add(now, float(position))
 
+    # -- the fit ---------------------------------------------------------------
+    def _add(self, t: float, p: float) -> None:
+        pts = self._pts
+        if pts and t - pts[-1][0] < self._bucket and len(pts) > 1:
+            # Same bucket as the last point: keep the least late of the two.
+            lt, lp = pts[-1]
+            if p - self.rate * t <= lp - self.rate * lt:
+                return
+            pts.pop()  # (the hull keeps it until the next rebuild: still a true bound)
+        pts.append((t, p))
+        while pts and t - pts[0][0] > WINDOW_SECONDS:
+            pts.popleft()
+        self._since_rebuild += 1
+        if self._since_rebuild >= _REBUILD_EVERY or not self._hull:
+            self._hull = _upper_hull(list(pts))
+            self._hull_sum_t = sum(x for x, _ in pts)
+            self._hull_n = len(pts)
+            self._since_rebuild = 0
+        else:
+            _push(self._hull, (t, p))
+            self._hull_sum_t += t
+            self._hull_n += 1
+        self._fit()
+
+    def _fit(self) -> None:
+        hull = self._hull
+        r = float(self.rate)
+        if len(hull) >= 2 and hull[-1][0] - hull[0][0] >= MIN_SPAN:
+            mean_t = self._hull_sum_t / self._hull_n
+            lo, hi = 0, len(hull) - 1
+            while hi - lo > 1:  # the edge above the mean time
+                mid = (lo + hi) // 2
+                if hull[mid][0] <= mean_t:
+                    lo = mid
+                else:
+                    hi = mid
+            (t0, p0), (t1, p1) = hull[lo], hull[hi]
+            if t1 > t0:
+                slope = (p1 - p0) / (t1 - t0)
+                if abs(slope / r - 1) <= MAX_SKEW:
+                    self.slope = slope
+                    self.intercept = p0 - slope * t0
+                    return
+        # Too little to fit a rate: the nominal one, as high as the points allow.
+        self.slope = r
+        self.intercept = max(p - r * t for t, p in (hull or self._pts))
+
+    # -- reading -----------------------------------------------------------------
     def estimate(self, now: float, limit: int | None = None) -> int:
         """The position at ``now``, clamped (see the module doc)."""
         if not self.running:
             pos = max(self._frozen, self.reported)
         else:
-            line = math.floor((now - self._t0) * self.rate)
+            line = math.floor(self.slope * now + self.intercept)
             pos = max(self.reported, min(line, self.reported + self.slack))
         return pos if limit is None else min(pos, max(limit, self.reported))
 
@@ -86,4 +174,8 @@ class PositionClock:
         """When the running clock reaches ``position`` (None when stopped)."""
         if not self.running:
             return None
-        return self._t0 + position / self.rate
+        return (position - self.intercept) / self.slope
+
+    @property
+    def fitted_rate(self) -> float:
+        return self.slope

@@ -208,11 +208,14 @@ class FrontRing:
         event = ops.load(REQ_EVENT_OFF)
         return ((new - event) & _M) < ((new - old) & _M)
 
-    def take_responses(self) -> list[bytes]:
+    def take_responses(self, rearm: bool = True) -> list[bytes]:
         """Copy out every available response, then re-arm ``rsp_event``.
 
         Loops as ring.h RING_FINAL_CHECK_FOR_RESPONSES does, so a response
-        that lands while re-arming is not missed.
+        that lands while re-arming is not missed.  With ``rearm`` False,
+        ``rsp_event`` is left behind: the backend does not notify for the
+        next responses (a consumer that looks at the ring anyway asks for
+        no wake-ups it does not need).
 
         Returns
         -------
@@ -242,6 +245,8 @@ class FrontRing:
                 off = _ring_slot(cons + i)
                 out.append(bytes(mv[off:off + SLOT_SIZE]))  # copy, never a view
             cons = rp
+            if not rearm:
+                break
             # RING_FINAL_CHECK_FOR_RESPONSES
             if ops.load(RSP_PROD_OFF) != cons:
                 continue

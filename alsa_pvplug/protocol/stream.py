@@ -1,11 +1,15 @@
 """Per-stream protocol state of the frontend: which request may go out now,
-which response we are waiting for, and where the backend's position is.
+which responses we are waiting for, and where the backend's position is.
 
 Rule 1: pure.  Requests come out as dataclasses; responses and events go in
 as dataclasses; nothing here waits, sends or reads a clock.
-Rule 2: one request in flight per stream (as Linux ``be_stream_do_io``);
-a response must echo that request's id and operation, anything else is the
-backend's protocol error.  A response to a request we gave up on (timeout)
+Rule 2: requests may be pipelined (ring.h allows a full ring; ids match
+answers to requests).  Data requests (READ, WRITE) may follow anything; a
+control request (OPEN, CLOSE, TRIGGER, HW_PARAM_QUERY) waits until no other
+control request is in flight.  Legality is judged against the state the
+stream reaches once everything in flight succeeds.  A response must echo
+the id and operation of a request in flight, anything else is the
+backend's protocol error; a response to a request we gave up on (timeout)
 is recognised and dropped.
 Rule 3: an illegal operation raises ``LocalProtocolError`` and leaves the
 state unchanged.
@@ -74,6 +78,9 @@ class _InFlight:
     what: object  # Op, or the Trigger for TRIGGER
 
 
+_DATA_OPS = (Op.READ, Op.WRITE)
+
+
 class StreamProtocol:
     """Request/response bookkeeping and position of one sndif stream."""
 
@@ -81,22 +88,43 @@ class StreamProtocol:
         self.name = name
         self.state = StreamState.CLOSED
         self._next_id = 0
-        self._in_flight: _InFlight | None = None
+        self._in_flight: dict[int, _InFlight] = {}  # oldest first
         self._abandoned: set[int] = set()
         self.position = PositionTracker()
 
     # -- requests ----------------------------------------------------------
+    @property
+    def projected(self) -> StreamState:
+        return self._projected()
+
+    @property
+    def control_in_flight(self) -> bool:
+        return any(f.operation not in _DATA_OPS for f in self._in_flight.values())
+
+    def _projected(self) -> StreamState:
+        """The state once every request in flight has succeeded."""
+        state = self.state
+        for f in self._in_flight.values():
+            state = _TRANSITIONS.get((state, _label(f.what)), state)
+        return state
+
     def _new_request(self, operation: Op, what: object) -> int:
-        if self._in_flight is not None:
+        if operation not in _DATA_OPS:
+            busy = next((f for f in self._in_flight.values()
+                         if f.operation not in _DATA_OPS), None)
+            if busy is not None:
+                raise LocalProtocolError(
+                    f"{self.name}: {_label(what)} while request {busy.id} "
+                    f"({_label(busy.what)}) is still in flight")
+        state = self._projected()
+        if not allowed(state, what):
             raise LocalProtocolError(
-                f"{self.name}: {operation.name} while request {self._in_flight.id} "
-                f"({self._in_flight.operation.name}) is still in flight")
-        if not allowed(self.state, what):
-            raise LocalProtocolError(
-                f"{self.name}: {_label(what)} not allowed in state {self.state.name}")
+                f"{self.name}: {_label(what)} not allowed in state {state.name}")
         rid = self._next_id
-        self._next_id = (self._next_id + 1) & 0xFFFF
-        self._in_flight = _InFlight(rid, operation, what)
+        while rid in self._in_flight or rid in self._abandoned:
+            rid = (rid + 1) & 0xFFFF
+        self._next_id = (rid + 1) & 0xFFFF
+        self._in_flight[rid] = _InFlight(rid, operation, what)
         return rid
 
     def open(self, rate: int, fmt: int, channels: int, buffer_sz: int,
@@ -108,7 +136,7 @@ class StreamProtocol:
         return CloseReq(self._new_request(Op.CLOSE, Op.CLOSE))
 
     def rw(self, operation: Op, offset: int, length: int) -> RwReq:
-        if operation not in (Op.READ, Op.WRITE):
+        if operation not in _DATA_OPS:
             raise LocalProtocolError(f"{self.name}: {operation!r} is not READ or WRITE")
         return RwReq(self._new_request(operation, operation), operation, offset, length)
 
@@ -120,46 +148,54 @@ class StreamProtocol:
 
     @property
     def in_flight(self) -> int | None:
-        return None if self._in_flight is None else self._in_flight.id
+        """The id of the oldest request in flight, or None."""
+        return next(iter(self._in_flight), None)
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._in_flight)
+
+    def is_pending(self, rid: int) -> bool:
+        return rid in self._in_flight
 
     def abandon(self) -> None:
-        """Give up on the request in flight (timeout); its late answer is dropped."""
-        if self._in_flight is not None:
-            self._abandoned.add(self._in_flight.id)
-            self._in_flight = None
+        """Give up on every request in flight (timeout); late answers are dropped."""
+        self._abandoned.update(self._in_flight)
+        self._in_flight.clear()
 
     def reset(self) -> None:
         """The connection was torn down: nothing is open, nothing in flight."""
         self.state = StreamState.CLOSED
-        self._in_flight = None
+        self._in_flight.clear()
         self._abandoned.clear()
         self.position = PositionTracker()
 
     # -- responses ---------------------------------------------------------
     def receive(self, resp: Resp) -> Resp | None:
-        """Match a response.  Returns it when it completes our request, None when
+        """Match a response.  Returns it when it completes a request, None when
         it answers an abandoned one.  Raises BackendError for a failure status
-        (state unchanged) and RemoteProtocolError for a response we never asked for.
+        (state unchanged; the request is complete) and RemoteProtocolError for
+        a response we never asked for.
         """
-        cur = self._in_flight
-        if cur is None or resp.id != cur.id:
+        cur = self._in_flight.get(resp.id)
+        if cur is None:
             if resp.id in self._abandoned:
                 self._abandoned.discard(resp.id)
                 return None
-            expected = "none" if cur is None else str(cur.id)
+            expected = ", ".join(map(str, self._in_flight)) or "none"
             raise RemoteProtocolError(
                 f"{self.name}: response id {resp.id} (op {resp.operation}) "
-                f"does not match the request in flight (id {expected})")
+                f"does not match a request in flight (ids {expected})")
         if resp.operation != cur.operation:
             raise RemoteProtocolError(
                 f"{self.name}: response to {cur.operation.name} id {cur.id} "
                 f"echoes operation {resp.operation}")
-        self._in_flight = None
+        del self._in_flight[resp.id]
         if resp.status != 0:
             raise BackendError(_label(cur.what), resp.status)
         label = _label(cur.what)
-        self.state = _TRANSITIONS[(self.state, label)]
-        if label in ("OPEN", "CLOSE", "TRIGGER STOP"):
+        self.state = _TRANSITIONS.get((self.state, label), self.state)
+        if label in ("OPEN", "CLOSE"):
             self.position = PositionTracker()
         return resp
 
@@ -173,11 +209,14 @@ def _label(what: object) -> str:
 class PositionTracker:
     """The backend's stream position in octets, from CUR_POS events.
 
-    Backends disagree on the origin (ours and snd_be's ALSA host restart near
-    0 after STOP+START, snd_be's Pulse host counts from OPEN), so a position
-    that goes backwards starts a new origin instead of being trusted as a
-    huge delta (sndif-protocol.md section 8).  Ids are not filtered: snd_be
-    never resets them and skips ids when the event page is full.
+    Counted from OPEN: the frontend opens afresh (CLOSE + OPEN) to recover
+    from a stop, because backends disagree on what STOP does to their
+    counter (ours restarts it, snd_be's ALSA host keeps counting from OPEN).
+    A position that goes backwards anyway starts a new origin instead of
+    being trusted as a huge delta (sndif-protocol.md section 8).  Ids are
+    not filtered: snd_be never resets them and skips ids when the event page
+    is full.  Judging a position (beyond the data, impossible) is the
+    caller's job (``protocol.pcm``).
     """
 
     def __init__(self) -> None:
@@ -186,19 +225,17 @@ class PositionTracker:
         self.events = 0
         self.last_id: int | None = None
 
-    def on_event(self, evt: CurPosEvt, limit: int | None = None) -> int:
-        """Feed one event; returns the advance in octets.
+    def save(self) -> tuple[int, int | None, int, int | None]:
+        return self.octets, self._last, self.events, self.last_id
 
-        ``limit``: the most the position may legitimately reach (playback:
-        the octets written so far).  An event beyond it is the backend's
-        protocol error and is not applied.
-        """
+    def restore(self, saved: tuple[int, int | None, int, int | None]) -> None:
+        """Undo the events since ``save()`` (a report the caller refused)."""
+        self.octets, self._last, self.events, self.last_id = saved
+
+    def on_event(self, evt: CurPosEvt) -> int:
+        """Feed one event; returns the advance in octets."""
         delta = evt.position if self._last is None or evt.position < self._last \
             else evt.position - self._last
-        if limit is not None and self.octets + delta > limit:
-            raise RemoteProtocolError(
-                f"CUR_POS position {evt.position} (id {evt.id}) claims "
-                f"{self.octets + delta} octets consumed, only {limit} were written")
         self._last = evt.position
         self.octets += delta
         self.events += 1
