@@ -105,7 +105,8 @@ static void *pvplug_map_fd(int fd, size_t pages, int writable)
 #define PVPLUG_EVTCHN_MASKED	2u
 /* pvplug_evtchn_pending(): the epoch table changed, resync and call again. */
 #define PVPLUG_EVTCHN_SYNC	(-1000000L)
-/* Reads per wake fd and call: a flooding peer cannot keep a drain going. */
+/* Reads per wake fd and call (16 x 4 KiB: a full default pipe), so that a
+ * flooding peer cannot keep one drain going. */
 #define PVPLUG_EVTCHN_DRAIN_BATCH 16
 
 struct pvplug_evtchn {
@@ -227,7 +228,7 @@ static uint32_t pvplug_evtchn_scan(struct pvplug_evtchn *h)
  * simulator closed the push socket). */
 static int pvplug_evtchn_drain_fd(struct pvplug_evtchn *h, int fd)
 {
-	char buf[256];
+	char buf[4096];
 	ssize_t got = 0;
 	int i;
 
