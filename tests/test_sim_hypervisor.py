@@ -570,6 +570,23 @@ class TestDirectDelivery:
         assert not _readable(front.fileno(), 0)  # no EOF, no busy loop
 
 
+    def test_owner_that_never_fetches_cannot_pile_up_fds(self, sim_dir, closing):
+        from alsa_pvplug.sim.hypervisor import MAX_UNFETCHED_CHANNELS
+
+        front = closing(SimEventChannel(_path(sim_dir, FRONTEND)))
+        back = closing(SimEventChannel(_path(sim_dir, BACKEND)))
+        ports = [front.bind_unbound_port(BACKEND) for _ in range(MAX_UNFETCHED_CHANNELS + 1)]
+        for port in ports[:-1]:
+            back.bind_interdomain(FRONTEND, port)
+        with pytest.raises(XenError) as info:  # the frontend never looked
+            back.bind_interdomain(FRONTEND, ports[-1])
+        assert info.value.errno == errno.EAGAIN
+        assert front.pending() is None  # now it has fetched them all
+        last = back.bind_interdomain(FRONTEND, ports[-1])
+        back.notify(last)
+        assert _fired(front) == [ports[-1]]
+
+
 class TestProcessDeath:
     def test_death_revokes_grants_and_closes_ports(self, sim_dir, worker, closing):
         front = worker(FRONTEND)

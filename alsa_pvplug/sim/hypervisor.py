@@ -102,6 +102,8 @@ FIRST_GRANT_REF = 8
 FIRST_PORT = 1
 #: 2-level event channel ABI limit for 64-bit guests (event_channel.h).
 MAX_PORTS = 4096
+#: Channels a handle may leave unfetched (each holds 5 fds here until it asks).
+MAX_UNFETCHED_CHANNELS = 64
 #: An event channel handle's epoch table: one uint32 per port, slot 0 the generation.
 EPOCH_TABLE_PAGES = MAX_PORTS * 4 // PAGE_SIZE
 #: Bounds keeping one message and one request's work small.
@@ -644,6 +646,12 @@ class HypervisorServer:
         if rport is None or rport.channel is not None or rport.remote_domid != me:
             raise _Reject(errno.EINVAL,
                           f"dom{remote_id} port {remote_port} is not unbound for dom{me}")
+        owner = rport.owner
+        if sum(1 for p in owner.ports.values()
+               if p.channel is not None and p.channel.handover[p.end] is not None
+               ) >= MAX_UNFETCHED_CHANNELS:
+            # Its owner never asks for what it is given: do not pile up fds.
+            raise _Reject(errno.EAGAIN, f"dom{remote_id} leaves its channels unfetched")
         memory, handover = _channel_resources()
         self._channels += 1
         try:
