@@ -1,7 +1,7 @@
 """Event-channel notify -> peer wake latency on the simulated hypervisor,
 against a plain eventfd ping-pong between two processes, in the same run.
 
-    .venv/bin/python bench/notify_latency.py [--rounds N] [--package-dir DIR]
+    .venv/bin/python bench/notify_latency.py [--rounds N] [--blocks K] [--package-dir DIR]
 
 Starts a ``HypervisorServer`` (domains 0 and 1) in a child process and two
 more children: a frontend (domain 1) and a backend (domain 0), each with its
