@@ -1,5 +1,6 @@
 """cffi builder for ``alsa_pvplug._native``: ring index atomics, page mapping
-for the simulated grant table, and the libxen* calls of the ``xen`` transport.
+for the simulated grant table, the simulated event channels' bit operations,
+and the libxen* calls of the ``xen`` transport.
 
 API mode, compiled against the installed headers (Debian ``libxen-dev``) so
 that a changed prototype is a build error, not a crash.  Run directly
@@ -25,6 +26,32 @@ void *pvplug_reserve_pages(size_t pages);
 int pvplug_map_page_at(void *base, size_t index, int fd, int64_t offset,
                        int writable);
 int pvplug_unmap_pages(void *base, size_t pages);
+void *pvplug_map_fd(int fd, size_t pages, int writable);
+
+/* simulated event channels */
+#define PVPLUG_EVTCHN_PENDING ...
+#define PVPLUG_EVTCHN_MASKED ...
+#define PVPLUG_EVTCHN_SYNC ...
+struct pvplug_evtchn {
+    int epfd;
+    int push_fd;
+    int self_fd;
+    uint32_t gen;
+    const uint32_t *table;
+    uint32_t count;
+    uint32_t next;
+    const uint32_t *ports;
+    uint32_t **words;
+};
+uint32_t pvplug_evtchn_epoch(const uint32_t *table, uint32_t slot);
+void pvplug_evtchn_set_epoch(uint32_t *table, uint32_t slot, uint32_t epoch);
+uint32_t pvplug_evtchn_state(const uint32_t *word);
+void pvplug_evtchn_merge(uint32_t *word, uint32_t bits);
+void pvplug_evtchn_wake_self(int self_fd);
+int pvplug_evtchn_notify(const uint32_t *epoch, uint32_t expect, uint32_t *peer,
+                         int peer_fd);
+void pvplug_evtchn_unmask(uint32_t *word, int self_fd);
+long pvplug_evtchn_pending(struct pvplug_evtchn *h);
 int pvplug_timer_create(void);
 int pvplug_timer_arm(int fd, double when);
 int pvplug_close_fd(int fd);

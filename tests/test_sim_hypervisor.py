@@ -83,6 +83,29 @@ def run(cmd):
         if not select.select([evt.fileno()], [], [], cmd["timeout"])[0]:
             return None
         return evt.pending()
+    if op == "attack":
+        # A hostile end abusing what it holds of its own channel.
+        import os
+        from alsa_pvplug._native import lib
+        link = objs[cmd["name"]]._ports[cmd["port"]].link
+        lib.pvplug_evtchn_merge(link.peer, cmd["bits"])
+        if cmd.get("flood") and link._fds:
+            try:
+                while True:
+                    os.write(link.wake_out, b"x" * 4096)
+            except BlockingIOError:
+                pass
+        swallowed = 0
+        for fd in link._fds:
+            try:
+                swallowed += len(os.read(fd, 1 << 16))
+            except OSError:
+                pass
+        if cmd.get("close"):
+            for fd in link._fds:
+                os.close(fd)
+            link._fds = ()
+        return swallowed
     if op == "poke":
         # Store through the raw pointer, bypassing the read-only memoryview.
         from alsa_pvplug._native import ffi
@@ -154,16 +177,23 @@ class Worker:
 
 
 @pytest.fixture
-def sim_dir(tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
-    """A running HypervisorServer process with domains 0, 1 and 2."""
+def server(tmp_path: pathlib.Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A running HypervisorServer process with domains 0, 1 and 2 in tmp_path."""
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVER, str(tmp_path), str(BACKEND), str(FRONTEND), str(OTHER)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT, env=_env())
     try:
         assert _readline(proc) == b"ready\n"
-        yield tmp_path
+        yield proc
     finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # in case a test left it stopped
         _stop(proc)
+
+
+@pytest.fixture
+def sim_dir(server: subprocess.Popen[bytes], tmp_path: pathlib.Path) -> pathlib.Path:
+    return tmp_path
 
 
 @pytest.fixture
@@ -395,6 +425,168 @@ class TestEventChannels:
             front.notify(port)
 
 
+def _connected(sim_dir: pathlib.Path, closing: Callable[[Any], Any]
+               ) -> tuple[SimEventChannel, int, SimEventChannel, int]:
+    """A frontend and a backend handle in this process, one channel between them."""
+    front = closing(SimEventChannel(_path(sim_dir, FRONTEND)))
+    back = closing(SimEventChannel(_path(sim_dir, BACKEND)))
+    port = front.bind_unbound_port(BACKEND)
+    return front, port, back, back.bind_interdomain(FRONTEND, port)
+
+
+def _fired(evt: SimEventChannel, timeout: float = DEADLINE) -> list[int]:
+    """Wait until ``evt`` is readable; every port it reports, unmasked."""
+    assert _readable(evt.fileno(), timeout)
+    ports = []
+    while (port := evt.pending()) is not None:
+        ports.append(port)
+        evt.unmask(port)
+    return ports
+
+
+class TestDirectDelivery:
+    """Events go from end to end; the simulator only binds (issue 10, sec. 2)."""
+
+    def test_delivery_needs_no_simulator(self, server, sim_dir, worker, closing):
+        front = closing(SimEventChannel(_path(sim_dir, FRONTEND)))
+        port = front.bind_unbound_port(BACKEND)
+        back = worker(BACKEND)
+        back(op="new", cls="SimEventChannel", name="e")
+        back_port = back(op="call", obj="e", method="bind_interdomain", args=[FRONTEND, port])
+        back(op="call", obj="e", method="notify", args=[back_port])
+        assert _fired(front) == [port]  # the first one resolves the new channel
+
+        server.send_signal(signal.SIGSTOP)
+        try:
+            for _ in range(3):
+                front.notify(port)
+                assert back(op="wait", name="e", timeout=DEADLINE) == back_port
+                back(op="call", obj="e", method="unmask", args=[back_port])
+                back(op="call", obj="e", method="notify", args=[back_port])
+                assert _readable(front.fileno(), DEADLINE) and front.pending() == port
+                back(op="call", obj="e", method="notify", args=[back_port])  # latched
+                assert front.pending() is None
+                front.unmask(port)  # the latched one fires again
+                assert _readable(front.fileno(), DEADLINE) and front.pending() == port
+                front.unmask(port)
+                assert front.pending() is None and not _readable(front.fileno(), 0)
+        finally:
+            server.send_signal(signal.SIGCONT)
+
+    def test_flood_never_blocks_the_notifier(self, sim_dir, closing):
+        front, port, back, back_port = _connected(sim_dir, closing)
+        back.notify(back_port)
+        assert _fired(front) == [port]
+        t0 = time.monotonic()
+        # Each round makes the port pending again, so each notify writes a
+        # wake-up that nobody drains: far more than a pipe holds.
+        for _ in range(80_000):
+            back.notify(back_port)
+            assert front.pending() == port
+            front.unmask(port)
+        for _ in range(1000):
+            back.notify(back_port)  # pending already: no write at all
+        assert time.monotonic() - t0 < 60
+        assert front.pending() == port
+        assert front.pending() is None  # one call drains the wake-ups
+        front.unmask(port)
+        assert not _readable(front.fileno(), 0)
+        back.notify(back_port)
+        assert _fired(front) == [port]
+
+    def test_hostile_owner_cannot_block_the_notifier(self, sim_dir, closing):
+        import fcntl
+
+        from alsa_pvplug._native import lib
+
+        front, port, back, back_port = _connected(sim_dir, closing)
+        front.notify(port)
+        assert _fired(back) == [back_port]
+        # The frontend turns hostile: it makes every fd it holds blocking and
+        # keeps resetting its state word without ever reading its pipe, so
+        # every notify writes a wake-up.
+        link = front._ports[port].link
+        for fd in link._fds:
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        for _ in range(80_000):
+            back.notify(back_port)
+            lib.pvplug_store_u32(link.own, 0, 0)
+        # The backend never blocked, and its own channel still works.
+        front.notify(port)
+        assert _fired(back) == [back_port]
+
+    def test_mask_and_latch_survive_a_change_of_peer(self, sim_dir, closing):
+        front, port, back, back_port = _connected(sim_dir, closing)
+        back.notify(back_port)
+        assert _readable(front.fileno(), DEADLINE) and front.pending() == port  # masked
+        back.notify(back_port)  # latched
+        back.unbind(back_port)
+        assert front.pending() is None  # learns the peer is gone; still masked
+        again = back.bind_interdomain(FRONTEND, port)
+        back.notify(again)  # latched too (still masked): one report for both
+        assert front.pending() is None
+        front.unmask(port)
+        assert _readable(front.fileno(), DEADLINE) and front.pending() == port
+        assert front.pending() is None
+        front.unmask(port)
+        assert not _readable(front.fileno(), 0)
+
+    @pytest.mark.parametrize("bits,flood,close", [
+        (2, False, False),  # masks the owner's port: only its own channel stops
+        (1, True, False),  # pending + a full wake pipe: spurious reports, own channel
+        (3, True, True),  # closes everything it holds
+    ])
+    def test_hostile_peer_disturbs_only_its_own_channel(self, sim_dir, worker, closing,
+                                                        bits, flood, close):
+        front = closing(SimEventChannel(_path(sim_dir, FRONTEND)))
+        honest_port = front.bind_unbound_port(BACKEND)
+        hostile_port = front.bind_unbound_port(OTHER)
+        back = closing(SimEventChannel(_path(sim_dir, BACKEND)))
+        back_port = back.bind_interdomain(FRONTEND, honest_port)
+        hostile = worker(OTHER)
+        hostile(op="new", cls="SimEventChannel", name="e")
+        h_port = hostile(op="call", obj="e", method="bind_interdomain",
+                         args=[FRONTEND, hostile_port])
+        assert front.pending() is None  # both channels resolved
+        # Requests name ports of the caller's own domain, so the honest
+        # channel's page and pipes are out of its reach; binding it fails.
+        with pytest.raises(XenError) as info:
+            hostile(op="call", obj="e", method="bind_interdomain", args=[FRONTEND, honest_port])
+        assert info.value.errno == errno.EINVAL
+
+        for _ in range(3):
+            back.notify(back_port)  # the wake-up is in flight ...
+            hostile(op="attack", name="e", port=h_port, bits=bits, flood=flood,
+                    close=close)  # ... while the hostile peer does its worst
+            fired = _fired(front)
+            assert honest_port in fired
+            assert set(fired) <= {honest_port, hostile_port}
+            front.notify(honest_port)
+            assert _fired(back) == [back_port]
+        assert front.pending() is None
+        front.unmask(hostile_port)
+        while front.pending() is not None:  # what it left set, reported once
+            pass
+        assert not _readable(front.fileno(), 0)  # no EOF, no busy loop
+
+
+    def test_owner_that_never_fetches_cannot_pile_up_fds(self, sim_dir, closing):
+        from alsa_pvplug.sim.hypervisor import MAX_UNFETCHED_CHANNELS
+
+        front = closing(SimEventChannel(_path(sim_dir, FRONTEND)))
+        back = closing(SimEventChannel(_path(sim_dir, BACKEND)))
+        ports = [front.bind_unbound_port(BACKEND) for _ in range(MAX_UNFETCHED_CHANNELS + 1)]
+        for port in ports[:-1]:
+            back.bind_interdomain(FRONTEND, port)
+        with pytest.raises(XenError) as info:  # the frontend never looked
+            back.bind_interdomain(FRONTEND, ports[-1])
+        assert info.value.errno == errno.EAGAIN
+        assert front.pending() is None  # now it has fetched them all
+        last = back.bind_interdomain(FRONTEND, ports[-1])
+        back.notify(last)
+        assert _fired(front) == [ports[-1]]
+
+
 class TestProcessDeath:
     def test_death_revokes_grants_and_closes_ports(self, sim_dir, worker, closing):
         front = worker(FRONTEND)
@@ -465,6 +657,7 @@ class TestRobustness:
                          b'{"op": "map", "domid": "x", "refs": [8], "writable": true}',
                          b'{"op": "map", "domid": 1, "refs": [], "writable": true}',
                          b'{"op": "notify", "port": 1}',
+                         b'{"op": "evtchn_resolve", "port": 1}',
                          b'{"op": "share", "domid": 1, "count": 1, "writable": true}'):
                 raw.send(junk)
                 reply = json.loads(raw.recv(65536))

@@ -14,6 +14,11 @@ connection.  When it closes (the process died or closed the handle) its
 grants are revoked and its ports closed; mappings a peer already made stay
 valid, as in Xen.
 
+Rule 4: events are delivered without this process.  A notify is an atomic
+op on memory the two ends share plus at most one write() to the peer's wake
+pipe (where Xen's hypercall would set the bit).  This process binds, closes
+and tells each end what its port is connected to; it never sees an event.
+
 Wire format (``SOCK_SEQPACKET``, one request -> one reply, in order): a JSON
 object ``{"op": ..., ...}`` with optional file descriptors (``SCM_RIGHTS``).
 Replies are ``{"ok": true, ...}`` or ``{"errno": N, "detail": "..."}``.
@@ -24,28 +29,55 @@ op                        request fields (+ fds)                      reply fiel
 ``share``                 ``domid``, ``count``, ``writable`` + 1 fd   ``refs``
 ``unshare``               ``refs``                                     -
 ``map``                   ``domid``, ``refs``, ``writable``            ``pages`` [[fd_index, offset]] + fds
-``evtchn_open``           -                                           - + 1 fd (notification socket)
-``bind_unbound_port``     ``remote_domid``                            ``port``
-``bind_interdomain``      ``remote_domid``, ``remote_port``           ``port``
-``notify``                ``port``                                    -
-``unmask``                ``port``                                    -
+``evtchn_open``           -                                           ``table_pages`` + 2 fds (push socket, epoch table)
+``bind_unbound_port``     ``remote_domid``                            a port state
+``bind_interdomain``      ``remote_domid``, ``remote_port``           a port state (+ 5 fds)
+``evtchn_resolve``        ``port``                                    a port state (+ 5 fds)
 ``unbind``                ``port``                                    -
 ========================  ==========================================  =======================
 
-The notification socket (a ``SOCK_SEQPACKET`` socketpair end handed over by
-``evtchn_open``) carries one little-endian ``uint32`` port per message, each
-time a port of that handle fires.  Keeping it apart from the control
-connection means a request/reply exchange can never swallow a notification.
+A port state is ``port``, ``epoch`` and ``state``: ``"unbound"``, or
+``"connected"`` with ``channel`` (a serial, never reused), ``end`` (0 for
+the port that was unbound, 1 for the one that bound to it) and ``fds``: true
+the first time this end asks about this channel, with 5 fds (the channel
+page, then this end's wake pipe read end and a spare write end of it, then
+the peer's wake pipe write end and a spare read end of it); false after,
+when the client has them.  The server keeps nothing of a channel once both
+ends fetched it.
 
-Event-channel semantics follow Linux's /dev/xen/evtchn: a port that fires is
-masked and reported once; notifications while it is masked are latched and
-reported once more on unmask.  Xen's ``evtchn_close`` semantics on unbind: the
-peer port goes back to "unbound, remote = the closer's domain".
+Event channels, the design.  Xen keeps per domain a pending and a mask
+bitmap in shared memory and raises an upcall; Linux's /dev/xen/evtchn turns
+that into "a port that fires is masked and reported once; notifies while it
+is masked are latched and reported once more on unmask".  Here the bits are
+per channel instead of per domain, and the wake-up is a pipe per channel end
+instead of an eventfd per domain, because a page or an eventfd every peer of
+a domain could write (or read) would let a hostile guest set, clear or
+swallow other channels' events:
+
+- The channel page (a sealed one-page memfd) is mapped by exactly the two
+  ends: word ``end`` is that end's state (PENDING 1, MASKED 2).  A peer can
+  only disturb the channel it is an end of.
+- Each end's wake pipe has the peer as its only writer; the peer's write
+  (and spare read) ends are open file descriptions of its own, so it cannot
+  make the owner's reads block, and the owner holds a spare write end so its
+  pipe never reads EOF.  A notifier writes only when the word goes from idle
+  to pending and never blocks: a full pipe means the owner is awake anyway.
+- Each handle has an epoch table (a sealed memfd that only this process
+  writes): slot P is port P's epoch, bumped when its channel connects or
+  closes; slot 0 is the handle's generation, bumped with any of them, after
+  which one byte goes down the handle's push socket (dropped if it is full:
+  there is one to read already).  A notifier compares its port's epoch (one
+  load) and resolves again only when it moved; ``pending`` does the same
+  with the generation.  A stale notifier's writes go to a channel nobody
+  reads any more.
+
+Xen's ``evtchn_close`` semantics on unbind and on a connection's death: the
+peer port goes back to "unbound, remote = the closer's domain" (its epoch
+moves, its handle is pushed) and keeps its mask and latched state.
 """
 
 from __future__ import annotations
 
-import collections
 import errno
 import fcntl
 import json
@@ -55,9 +87,10 @@ import pathlib
 import selectors
 import socket
 import stat
-import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from .._native import ffi, lib
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +102,10 @@ FIRST_GRANT_REF = 8
 FIRST_PORT = 1
 #: 2-level event channel ABI limit for 64-bit guests (event_channel.h).
 MAX_PORTS = 4096
+#: Channels a handle may leave unfetched (each holds 5 fds here until it asks).
+MAX_UNFETCHED_CHANNELS = 64
+#: An event channel handle's epoch table: one uint32 per port, slot 0 the generation.
+EPOCH_TABLE_PAGES = MAX_PORTS * 4 // PAGE_SIZE
 #: Bounds keeping one message and one request's work small.
 MAX_PAGES_PER_CALL = 4096
 MAX_GRANTS_PER_DOMAIN = 65536
@@ -81,8 +118,6 @@ DOMID_FIRST_RESERVED = 0x7FF0
 
 # Not in Python's fcntl module (Linux >= 5.1, include/uapi/linux/fcntl.h).
 _F_SEAL_FUTURE_WRITE = 0x0010
-
-_PORT = struct.Struct("<I")
 
 
 class _Reject(Exception):
@@ -125,9 +160,35 @@ class _Port:
     port: int
     owner: "_Connection"
     remote_domid: int
-    peer: "_Port | None" = None
-    masked: bool = False
-    latched: bool = False
+    epoch: int = 0
+    channel: "_Channel | None" = None
+    end: int = 0  # our index in channel.ends
+
+
+@dataclass(eq=False)
+class _Channel:
+    """A connected pair of ports: ``ends[0]`` was unbound, ``ends[1]`` bound to it.
+
+    Until an end has fetched them (``evtchn_resolve``, or the bind reply for
+    ``ends[1]``), the server holds what that end gets: the channel page's
+    memfd and four pipe ends (see :func:`_channel_resources`).
+    """
+
+    serial: int
+    ends: tuple[_Port, _Port]
+    memory: int
+    handover: list[tuple[int, ...] | None]
+
+    def release(self) -> None:
+        """Close whatever the ends have not fetched (idempotent)."""
+        for i, held in enumerate(self.handover):
+            if held is not None:
+                for fd in held:
+                    os.close(fd)
+                self.handover[i] = None
+        if self.memory >= 0:
+            os.close(self.memory)
+            self.memory = -1
 
 
 @dataclass(eq=False)
@@ -178,9 +239,16 @@ class _Connection:
         self.sock = sock
         self.grants: dict[int, _Grant] = {}
         self.ports: dict[int, _Port] = {}
-        self.notify_sock: socket.socket | None = None
-        self.outbox: collections.deque[int] = collections.deque()
+        # An event channel handle (after evtchn_open): the push socket, and
+        # the epoch table (slot 0 = generation), mapped here and by the client.
+        self.push_sock: socket.socket | None = None
+        self.table: _Table | None = None
+        self.gen = 0
         self.closed = False
+
+    @property
+    def is_evtchn(self) -> bool:
+        return self.push_sock is not None
 
     # -- selector callbacks ------------------------------------------------
 
@@ -206,7 +274,7 @@ class _Connection:
             self.server._drop(self)
             return
         reply_fds: list[int] = []
-        after: list[socket.socket] = []
+        after: list[int] = []
         try:
             try:
                 req = json.loads(msg)
@@ -227,11 +295,8 @@ class _Connection:
         try:
             self._reply(reply, reply_fds)
         finally:
-            for sock in after:
-                sock.close()  # our copy of an fd handed over in the reply
-
-    def on_notify_writable(self, mask: int) -> None:
-        self._flush()
+            for fd in after:
+                os.close(fd)  # our copy of an fd handed over in the reply
 
     # -- output ------------------------------------------------------------
 
@@ -251,28 +316,15 @@ class _Connection:
             logger.debug("dom%d reply failed: %s", self.domain.domid, exc)
             self.server._drop(self)
 
-    def deliver(self, port: int) -> None:
-        """Queue "port fired" on the notification socket."""
-        if self.notify_sock is None or self.closed:
+    def push(self) -> None:
+        """Tell the client its epoch table changed: one datagram, or none if
+        the socket is full (the client has one to read already)."""
+        if self.push_sock is None or self.closed:
             return
-        self.outbox.append(port)
-        self._flush()
-
-    def _flush(self) -> None:
-        sock = self.notify_sock
-        if sock is None:
-            return
-        while self.outbox:
-            try:
-                sock.send(_PORT.pack(self.outbox[0]), socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
-            except BlockingIOError:
-                break
-            except OSError:
-                # The client dropped its notification end; nothing to deliver to.
-                self.outbox.clear()
-                break
-            self.outbox.popleft()
-        self.server._want_write(sock, self, bool(self.outbox))
+        try:
+            self.push_sock.send(b"\x01", socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+        except OSError:
+            pass  # full, or the client dropped its end: nothing to tell
 
 
 class HypervisorServer:
@@ -294,7 +346,8 @@ class HypervisorServer:
         self._domains: dict[int, _Domain] = {}
         self._connections: set[_Connection] = set()
         self._sel: selectors.BaseSelector | None = None
-        self._write_wanted: set[socket.socket] = set()
+        self._epoch = 0
+        self._channels = 0
 
     # -- public API --------------------------------------------------------
 
@@ -366,21 +419,11 @@ class HypervisorServer:
         return accept
 
     def _unregister(self, sock: socket.socket) -> None:
-        self._write_wanted.discard(sock)
         if self._sel is not None:
             try:
                 self._sel.unregister(sock)
             except (KeyError, ValueError):
                 pass
-
-    def _want_write(self, sock: socket.socket, conn: _Connection, want: bool) -> None:
-        if self._sel is None or want == (sock in self._write_wanted):
-            return
-        if want:
-            self._sel.register(sock, selectors.EVENT_WRITE, conn.on_notify_writable)
-            self._write_wanted.add(sock)
-        else:
-            self._unregister(sock)
 
     def _drop(self, conn: _Connection) -> None:
         """Close ``conn`` and revoke/close everything it shared or bound."""
@@ -392,10 +435,10 @@ class HypervisorServer:
             self._revoke(grant)
         for port in list(conn.ports.values()):
             self._close_port(port)
-        if conn.notify_sock is not None:
-            self._unregister(conn.notify_sock)
-            conn.notify_sock.close()
-            conn.notify_sock = None
+        if conn.push_sock is not None:
+            conn.push_sock.close()
+            conn.push_sock = None
+        conn.table = None  # unmapped with the last reference
         self._unregister(conn.sock)
         conn.sock.close()
         logger.debug("dom%d connection closed", conn.domain.domid)
@@ -403,8 +446,8 @@ class HypervisorServer:
     # -- requests ----------------------------------------------------------
 
     def _handle(self, conn: _Connection, req: dict[str, Any], fds: list[int]
-                ) -> tuple[dict[str, Any], list[int], list[socket.socket]]:
-        """Run one request: (reply, fds to send, sockets to close after sending).
+                ) -> tuple[dict[str, Any], list[int], list[int]]:
+        """Run one request: (reply, fds to send, fds to close after sending).
 
         Owns ``fds`` (closes whatever it does not keep).
         """
@@ -422,11 +465,10 @@ class HypervisorServer:
             return reply, out_fds, []
         if op == "evtchn_open":
             return self._evtchn_open(conn)
-        if op in ("bind_unbound_port", "bind_interdomain", "notify", "unmask", "unbind"):
-            if conn.notify_sock is None:
+        if op in ("bind_unbound_port", "bind_interdomain", "evtchn_resolve", "unbind"):
+            if not conn.is_evtchn:
                 raise _Reject(errno.EBADF, "not an event channel handle (evtchn_open first)")
-            handler = getattr(self, f"_{op}")
-            return handler(conn, req), [], []
+            return getattr(self, f"_{op}")(conn, req)
         raise _Reject(errno.ENOSYS, f"unknown op {op!r}")
 
     # grants
@@ -529,15 +571,42 @@ class HypervisorServer:
 
     # event channels
 
-    def _evtchn_open(self, conn: _Connection
-                     ) -> tuple[dict[str, Any], list[int], list[socket.socket]]:
-        if conn.notify_sock is not None:
+    def _evtchn_open(self, conn: _Connection) -> tuple[dict[str, Any], list[int], list[int]]:
+        if conn.is_evtchn:
             raise _Reject(errno.EBUSY, "already an event channel handle")
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        table_fd = _sealed_memfd("pvplug-evtchn-epochs", EPOCH_TABLE_PAGES)
+        try:
+            base = lib.pvplug_map_fd(table_fd, EPOCH_TABLE_PAGES, 1)
+            if base == ffi.NULL:
+                raise _Reject(ffi.errno or errno.ENOMEM, "mapping the epoch table")
+            base = ffi.gc(base, lambda p: lib.pvplug_unmap_pages(p, EPOCH_TABLE_PAGES))
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except BaseException:
+            os.close(table_fd)
+            raise
         ours.setblocking(False)
         ours.shutdown(socket.SHUT_RD)  # one-way: server -> client
-        conn.notify_sock = ours
-        return {"ok": True}, [theirs.fileno()], [theirs]
+        conn.push_sock = ours
+        conn.table = _Table(base)
+        push_fd = theirs.detach()
+        return ({"ok": True, "table_pages": EPOCH_TABLE_PAGES}, [push_fd, table_fd],
+                [push_fd, table_fd])
+
+    def _next_epoch(self) -> int:
+        self._epoch = self._epoch % 0xFFFFFFFF + 1  # 1..2**32-1: 0 is "never bound"
+        return self._epoch
+
+    def _bump(self, port: _Port, wake: bool) -> None:
+        """Give ``port`` a new epoch; with ``wake``, tell its handle."""
+        port.epoch = self._next_epoch()
+        conn = port.owner
+        if conn.closed or conn.table is None:
+            return
+        conn.table.set(port.port, port.epoch)
+        if wake:
+            conn.gen = (conn.gen + 1) & 0xFFFFFFFF
+            conn.table.set(0, conn.gen)
+            conn.push()
 
     def _own_port(self, conn: _Connection, req: dict[str, Any], func: str) -> _Port:
         port_no = _want_int(req, "port", 0, 0xFFFFFFFF)
@@ -554,15 +623,18 @@ class HypervisorServer:
         port = _Port(domain.domid, domain.free_port(), conn, remote_domid)
         domain.ports[port.port] = port
         conn.ports[port.port] = port
+        self._bump(port, wake=False)  # the reply carries the epoch
         return port
 
-    def _bind_unbound_port(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
+    def _bind_unbound_port(self, conn: _Connection, req: dict[str, Any]
+                           ) -> tuple[dict[str, Any], list[int], list[int]]:
         remote = _want_int(req, "remote_domid", 0, DOMID_FIRST_RESERVED - 1)
         port = self._new_port(conn, remote)
         logger.debug("dom%d port %d unbound for dom%d", port.domid, port.port, remote)
-        return {"ok": True, "port": port.port}
+        return self._resolution(port)
 
-    def _bind_interdomain(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
+    def _bind_interdomain(self, conn: _Connection, req: dict[str, Any]
+                          ) -> tuple[dict[str, Any], list[int], list[int]]:
         remote_id = _want_int(req, "remote_domid", 0, DOMID_FIRST_RESERVED - 1)
         remote_port = _want_int(req, "remote_port", 0, 0xFFFFFFFF)
         remote = self._domains.get(remote_id)
@@ -571,52 +643,137 @@ class HypervisorServer:
         rport = remote.ports.get(remote_port)
         me = conn.domain.domid
         # Xen evtchn_bind_interdomain: EINVAL unless ECS_UNBOUND naming us.
-        if rport is None or rport.peer is not None or rport.remote_domid != me:
+        if rport is None or rport.channel is not None or rport.remote_domid != me:
             raise _Reject(errno.EINVAL,
                           f"dom{remote_id} port {remote_port} is not unbound for dom{me}")
-        port = self._new_port(conn, remote_id)
-        port.peer = rport
-        rport.peer = port
+        owner = rport.owner
+        if sum(1 for p in owner.ports.values()
+               if p.channel is not None and p.channel.handover[p.end] is not None
+               ) >= MAX_UNFETCHED_CHANNELS:
+            # Its owner never asks for what it is given: do not pile up fds.
+            raise _Reject(errno.EAGAIN, f"dom{remote_id} leaves its channels unfetched")
+        memory, handover = _channel_resources()
+        self._channels += 1
+        try:
+            port = self._new_port(conn, remote_id)
+        except BaseException:
+            _Channel(self._channels, (rport, rport), memory, handover).release()
+            raise
+        channel = _Channel(self._channels, (rport, port), memory, handover)
+        rport.channel, rport.end = channel, 0
+        port.channel, port.end = channel, 1
+        self._bump(rport, wake=True)
         logger.debug("dom%d port %d <-> dom%d port %d", me, port.port, remote_id, remote_port)
-        return {"ok": True, "port": port.port}
+        return self._resolution(port)
 
-    def _notify(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
-        port = self._own_port(conn, req, "notify")
-        if port.peer is not None:
-            self._fire(port.peer)
-        # Unbound: Xen's evtchn_send silently drops the notification.
-        return {"ok": True}
+    def _evtchn_resolve(self, conn: _Connection, req: dict[str, Any]
+                        ) -> tuple[dict[str, Any], list[int], list[int]]:
+        return self._resolution(self._own_port(conn, req, "evtchn_resolve"))
 
-    def _fire(self, port: _Port) -> None:
-        if port.masked:
-            port.latched = True
-            return
-        port.masked = True
-        port.owner.deliver(port.port)
+    def _resolution(self, port: _Port) -> tuple[dict[str, Any], list[int], list[int]]:
+        """What ``port``'s owner needs to deliver on it: its epoch and, the
+        first time it asks about a channel, that channel's page and sockets."""
+        reply: dict[str, Any] = {"ok": True, "port": port.port, "epoch": port.epoch}
+        channel = port.channel
+        if channel is None:
+            reply["state"] = "unbound"
+            return reply, [], []
+        reply.update(state="connected", channel=channel.serial, end=port.end)
+        held = channel.handover[port.end]
+        reply["fds"] = held is not None
+        if held is None:
+            return reply, [], []  # fetched already: the client has them
+        channel.handover[port.end] = None
+        fds = [channel.memory, *held]
+        after = list(held)
+        if all(h is None for h in channel.handover):
+            after.append(channel.memory)  # both ends have it now
+            channel.memory = -1
+        return reply, fds, after
 
-    def _unmask(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
-        port_no = _want_int(req, "port", 0, 0xFFFFFFFF)
-        port = conn.ports.get(port_no)
-        # Linux evtchn_write ignores ports this handle does not own.
-        if port is not None and port.masked:
-            port.masked = False
-            if port.latched:
-                port.latched = False
-                self._fire(port)
-        return {"ok": True}
-
-    def _unbind(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
+    def _unbind(self, conn: _Connection, req: dict[str, Any]
+                ) -> tuple[dict[str, Any], list[int], list[int]]:
         self._close_port(self._own_port(conn, req, "unbind"))
-        return {"ok": True}
+        return {"ok": True}, [], []
 
     def _close_port(self, port: _Port) -> None:
         domain = self._domains.get(port.domid)
         if domain is not None:
             domain.ports.pop(port.port, None)
         port.owner.ports.pop(port.port, None)
-        peer = port.peer
-        if peer is not None:
+        channel = port.channel
+        if channel is not None:
             # Xen evtchn_close: the peer becomes unbound, remote = our domain.
-            peer.peer = None
+            peer = channel.ends[1 - port.end]
+            channel.release()
+            port.channel = peer.channel = None
             peer.remote_domid = port.domid
-            port.peer = None
+            self._bump(peer, wake=True)
+        self._bump(port, wake=False)
+
+
+class _Table:
+    """The server's mapping of one handle's epoch table."""
+
+    __slots__ = ("_base", "_words")
+
+    def __init__(self, base: Any) -> None:
+        self._base = base  # the ffi.gc pointer: unmapped when this goes
+        self._words = ffi.cast("uint32_t *", base)
+
+    def set(self, slot: int, value: int) -> None:
+        lib.pvplug_evtchn_set_epoch(self._words, slot, value)
+
+
+def _sealed_memfd(name: str, pages: int) -> int:
+    """A zeroed memfd of ``pages`` pages whose size nobody can change, so that
+    no process mapping it can be made to SIGBUS by another one truncating it."""
+    try:
+        fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    except OSError as exc:
+        raise _Reject(exc.errno or errno.ENOMEM, f"creating {name}") from None
+    try:
+        os.ftruncate(fd, pages * PAGE_SIZE)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+    except OSError as exc:
+        os.close(fd)
+        raise _Reject(exc.errno or errno.ENOMEM, f"creating {name}") from None
+    return fd
+
+
+def _reopen(fd: int, mode: int) -> int:
+    """A new open file description of pipe end ``fd``'s pipe (through /proc)."""
+    return os.open(f"/proc/self/fd/{fd}", mode | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def _channel_resources() -> tuple[int, list[tuple[int, ...] | None]]:
+    """A channel page and one wake pipe per end.
+
+    End i gets the page; the read end of pipe i, plus a write end of its own
+    that it never writes, so the pipe never reads EOF whatever the peer
+    closes; and the write end of pipe 1 - i (its peer's), plus a read end of
+    its own that it never reads, so that writing after the peer closed its
+    read end is EAGAIN at worst, never SIGPIPE (the plugin runs inside
+    programs that do not ignore it).  Every one of these fds is its own open
+    file description, so nobody can make another process's read or write
+    block by clearing O_NONBLOCK on a description they share.
+    """
+    memory = _sealed_memfd("pvplug-evtchn-channel", 1)
+    fds = [memory]
+    pipes = []
+    try:
+        for _ in range(2):
+            read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            fds += [read_end, write_end]
+            keep_write = _reopen(read_end, os.O_WRONLY)
+            fds.append(keep_write)
+            keep_read = _reopen(write_end, os.O_RDONLY)
+            fds.append(keep_read)
+            pipes.append((read_end, keep_write, write_end, keep_read))
+    except OSError as exc:
+        for fd in fds:
+            os.close(fd)
+        raise _Reject(exc.errno or errno.ENFILE, "creating the channel's wake pipes") from None
+    (r0, kw0, w0, kr0), (r1, kw1, w1, kr1) = pipes
+    return memory, [(r0, kw0, w1, kr1), (r1, kw1, w0, kr0)]

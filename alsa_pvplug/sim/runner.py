@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import selectors
 import signal
 from pathlib import Path
@@ -33,6 +34,14 @@ def run_sim(sim_dir: str | os.PathLike[str], *, backend_domid: int = 0,
     every socket and device exists, and removes it on exit."""
     root = Path(sim_dir)
     root.mkdir(parents=True, exist_ok=True)
+    # Grants and not yet fetched event channels are held as fds here.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 1 << 16) if hard != resource.RLIM_INFINITY else 1 << 16
+    if soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            logger.debug("could not raise RLIMIT_NOFILE to %d", want)
     (root / READY_FILE).unlink(missing_ok=True)
     xenstored = XenstoredServer(root)
     hypervisor = HypervisorServer(root)

@@ -10,6 +10,11 @@ a hang.  After such an error the handle's connection is dropped, because a
 late reply would otherwise be read as the answer to the next request.
 
 Rule 3: replies are untrusted input too: a malformed one is ``EPROTO``.
+
+Rule 4: event delivery does not go through the simulator.  ``notify``,
+``pending`` and ``unmask`` work on shared memory and the peers' wake pipes
+(:class:`SimEventChannel`); only binding, unbinding and learning a port's
+new channel after it connected or closed are requests.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import logging
 import mmap
 import os
 import pathlib
+import select
 import socket
-import struct
 import threading
 from typing import Any, Sequence
 
+from .._native import ffi, lib
 from ..errors import XenError
 from .base import PAGE_SIZE, EventChannel, GrantMapper, GrantSharer, SharedPages, Transport
 
@@ -37,7 +43,11 @@ MAX_MESSAGE = 128 * 1024
 #: The server's bound on pages per share/map call.
 MAX_PAGES_PER_CALL = 4096
 
-_PORT = struct.Struct("<I")
+_PENDING = lib.PVPLUG_EVTCHN_PENDING
+_MASKED = lib.PVPLUG_EVTCHN_MASKED
+_SYNC = lib.PVPLUG_EVTCHN_SYNC
+#: A channel as the simulator hands it to one end: the page and four pipe ends.
+_CHANNEL_FDS = 5
 
 
 def hypervisor_socket(sim_dir: str | os.PathLike[str], domid: int) -> pathlib.Path:
@@ -137,6 +147,16 @@ class _Control:
         return reply, rfds
 
 
+def _map_fd(func: str, fd: int, pages: int, what: str) -> Any:
+    """Map ``pages`` shared pages of ``fd``; unmapped when the result goes."""
+    if os.fstat(fd).st_size < pages * PAGE_SIZE:
+        raise XenError(func, errno.EPROTO, f"{what} is too small")
+    base = lib.pvplug_map_fd(fd, pages, 1)
+    if base == ffi.NULL:
+        raise XenError(func, ffi.errno or errno.ENOMEM, f"mapping the {what}")
+    return ffi.gc(base, lambda p, n=pages: lib.pvplug_unmap_pages(p, n))
+
+
 def _check_domid(func: str, domid: int) -> None:
     if type(domid) is not int or not 0 <= domid < 0x7FF0:
         raise XenError(func, errno.EINVAL, f"bad domid {domid!r}")
@@ -155,8 +175,6 @@ class SimMappedPages(SharedPages):
     """Pages granted by another domain, mapped into one contiguous range."""
 
     def __init__(self, refs: list[int], base: Any, writable: bool) -> None:
-        from .._native import ffi
-
         self.refs = refs
         self._base: Any = base
         self.writable = writable
@@ -242,8 +260,6 @@ class SimGrantMapper(GrantMapper):
 
     def map_domain_grant_refs(self, domid: int, refs: Sequence[int],
                               writable: bool = True) -> SimMappedPages:
-        from .._native import ffi, lib
-
         func = "xengnttab_map_domain_grant_refs"
         _check_domid(func, domid)
         refs = list(refs)
@@ -295,89 +311,326 @@ class SimGrantMapper(GrantMapper):
                 logger.warning("closing grant mapper: %s", exc)
 
 
-class SimEventChannel(EventChannel):
-    """xenevtchn_* against the simulator.
+class _Link:
+    """One connected channel as one of its ends holds it.  Never changed
+    after creation: :meth:`SimEventChannel.notify` reads it without the
+    lock, and a link in use keeps its page mapped and its fds open."""
 
-    Requests travel on a control connection; fired ports arrive on a separate
-    notification socket (handed over at open), which is what :meth:`fileno`
-    returns.
+    __slots__ = ("channel", "own", "peer", "wake_in", "wake_out", "_fds", "_page")
+
+    def __init__(self, channel: int, end: int, page: Any, pipes: Sequence[int]) -> None:
+        words = ffi.cast("uint32_t *", page)
+        self.channel = channel
+        self._page = page  # the ffi.gc pointer: unmapped when the last user goes
+        self.own = words + end
+        self.peer = words + (1 - end)
+        # Our wake pipe's read end (and a write end we hold only so that it
+        # never reads EOF); the peer's write end (and a read end we hold only
+        # so that writing never raises SIGPIPE).
+        self.wake_in, _, self.wake_out, _ = pipes
+        self._fds = tuple(pipes)
+
+    def __del__(self) -> None:
+        _close_fds(self._fds)
+
+
+class _PortState:
+    """A port this handle bound.  ``local`` holds its state bits while it is
+    unbound, so masking and a latched notify survive a change of peer."""
+
+    __slots__ = ("port", "epoch", "epoch_word", "link", "local", "word")
+
+    def __init__(self, port: int, table: Any) -> None:
+        self.port = port
+        self.epoch = 0
+        self.epoch_word = table + port
+        self.link: _Link | None = None
+        self.local = ffi.new("uint32_t *")
+        self.word = self.local  # the state word in use: link.own or local
+
+
+def _claimable(state: int) -> bool:
+    return state & (_PENDING | _MASKED) == _PENDING
+
+
+class SimEventChannel(EventChannel):
+    """xenevtchn_* against the simulator, delivering without it.
+
+    Binding goes through the simulator; delivery does not (the design and
+    why it is per channel: :mod:`alsa_pvplug.sim.hypervisor`).  Each
+    connected channel has a page only its two ends map, with one state word
+    per end (PENDING, MASKED), and a wake pipe per end that only the peer
+    writes.  ``notify`` sets the peer's PENDING and, if that made it newly
+    pending and unmasked, writes one byte to the peer's pipe: one atomic op
+    and at most one syscall.  ``pending`` scans this handle's words in C,
+    masking and reporting a fired port, and drains the wake-ups only when
+    nothing is left to report; ``unmask`` clears MASKED and, when a notify
+    was latched meanwhile, wakes this handle through a private eventfd.
+
+    :meth:`fileno` is an epoll set of this handle's wake pipes, that eventfd
+    and the simulator's push socket.  The simulator keeps an epoch per port
+    in a table only it writes (slot 0 counts changes): it bumps a port's
+    epoch when its channel connects or closes, then pushes a byte.
+    ``notify`` compares its port's epoch (one load) and ``pending`` the
+    generation; only when one moved do they ask the simulator
+    (``evtchn_resolve``) for the port's new channel, or learn that it is
+    unbound (the notify is then dropped, as Xen does).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._ctl = _Control(path, "xenevtchn_open")
+        func = "xenevtchn_open"
+        self._ctl = _Control(path, func)
+        self._lock = threading.Lock()
+        self._ports: dict[int, _PortState] = {}
+        self._arrays: tuple[Any, ...] = ()
+        fds: list[int] = []
         try:
-            _, fds = self._ctl.call("xenevtchn_open", {"op": "evtchn_open"}, max_fds=1)
-            if len(fds) != 1:
-                raise XenError("xenevtchn_open", errno.EPROTO, "no notification fd in reply")
-            notify = socket.socket(fileno=fds[0])
+            reply, fds = self._ctl.call(func, {"op": "evtchn_open"}, max_fds=2)
+            pages = reply.get("table_pages")
+            if len(fds) != 2 or type(pages) is not int or not 1 <= pages <= 64:
+                raise XenError(func, errno.EPROTO, "malformed evtchn_open reply")
+            self._push = socket.socket(fileno=fds.pop(0))
+            self._table_base = _map_fd(func, fds[0], pages, "epoch table")
+            self._table = ffi.cast("uint32_t *", self._table_base)
+            self._max_port = pages * PAGE_SIZE // 4 - 1
+            self._self_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._epoll = select.epoll()
+            self._epoll.register(self._push.fileno(), select.EPOLLIN)
+            self._epoll.register(self._self_fd, select.EPOLLIN)
         except BaseException:
             self._ctl.close()
+            self._teardown()
             raise
-        notify.setblocking(False)
-        self._notify: socket.socket | None = notify
+        finally:
+            _close_fds(fds)
+        h = ffi.new("struct pvplug_evtchn *")
+        h.epfd = self._epoll.fileno()
+        h.push_fd = self._push.fileno()
+        h.self_fd = self._self_fd
+        h.table = self._table
+        h.gen = lib.pvplug_evtchn_epoch(self._table, 0)
+        self._h: Any = h
+
+    # -- lookups -------------------------------------------------------------
+
+    def _port(self, func: str, port: int) -> _PortState | None:
+        """This handle's state for ``port``, or None if it did not bind it."""
+        if self._h is None:
+            raise XenError(func, errno.EBADF, "handle is closed")
+        if type(port) is not int or not 0 <= port <= 0xFFFFFFFF:
+            raise XenError(func, errno.EINVAL, f"bad port {port!r}")
+        return self._ports.get(port)
+
+    def _bound(self, func: str, port: int) -> _PortState:
+        st = self._port(func, port)
+        if st is None:
+            # Linux evtchn: a port not bound by this handle is ENOTCONN.
+            raise XenError(func, errno.ENOTCONN, f"port {port} not bound by this handle")
+        return st
 
     def fileno(self) -> int:
-        if self._notify is None:
+        if self._h is None:
             raise XenError("xenevtchn_fd", errno.EBADF, "handle is closed")
-        return self._notify.fileno()
+        return self._epoll.fileno()
 
-    def _port_reply(self, func: str, req: dict[str, Any]) -> int:
-        reply, _ = self._ctl.call(func, req)
-        port = reply.get("port")
-        if type(port) is not int or not 0 < port <= 0xFFFFFFFF:
-            raise XenError(func, errno.EPROTO, f"bad port in reply: {port!r}")
-        return port
+    # -- binding (through the simulator) -------------------------------------
 
     def bind_unbound_port(self, remote_domid: int) -> int:
         func = "xenevtchn_bind_unbound_port"
         _check_domid(func, remote_domid)
-        return self._port_reply(func, {"op": "bind_unbound_port", "remote_domid": remote_domid})
+        return self._bind(func, {"op": "bind_unbound_port", "remote_domid": remote_domid})
 
     def bind_interdomain(self, remote_domid: int, remote_port: int) -> int:
         func = "xenevtchn_bind_interdomain"
         _check_domid(func, remote_domid)
         if type(remote_port) is not int or not 0 <= remote_port <= 0xFFFFFFFF:
             raise XenError(func, errno.EINVAL, f"bad port {remote_port!r}")
-        return self._port_reply(func, {"op": "bind_interdomain", "remote_domid": remote_domid,
-                                       "remote_port": remote_port})
+        return self._bind(func, {"op": "bind_interdomain", "remote_domid": remote_domid,
+                                 "remote_port": remote_port})
 
-    def _port_op(self, func: str, op: str, port: int) -> None:
-        if type(port) is not int or not 0 <= port <= 0xFFFFFFFF:
-            raise XenError(func, errno.EINVAL, f"bad port {port!r}")
-        self._ctl.call(func, {"op": op, "port": port})
-
-    def notify(self, port: int) -> None:
-        self._port_op("xenevtchn_notify", "notify", port)
-
-    def unmask(self, port: int) -> None:
-        self._port_op("xenevtchn_unmask", "unmask", port)
+    def _bind(self, func: str, req: dict[str, Any]) -> int:
+        with self._lock:
+            if self._h is None:
+                raise XenError(func, errno.EBADF, "handle is closed")
+            reply, fds = self._ctl.call(func, req, max_fds=_CHANNEL_FDS)
+            port = reply.get("port")
+            if type(port) is not int or not 0 < port <= self._max_port or port in self._ports:
+                _close_fds(fds)
+                raise XenError(func, errno.EPROTO, f"bad port in reply: {port!r}")
+            st = _PortState(port, self._table)
+            self._ports[port] = st
+            try:
+                self._apply(func, st, reply, fds)
+            finally:
+                self._rebuild()
+            return port
 
     def unbind(self, port: int) -> None:
-        self._port_op("xenevtchn_unbind", "unbind", port)
+        func = "xenevtchn_unbind"
+        with self._lock:
+            self._port(func, port)
+            try:
+                self._ctl.call(func, {"op": "unbind", "port": port})
+            finally:
+                st = self._ports.pop(port, None)
+                if st is not None:
+                    self._detach(st)
+                    self._rebuild()
+
+    def _resolve(self, func: str, st: _PortState) -> None:
+        """Ask the simulator what ``st`` is connected to now (lock held)."""
+        try:
+            reply, fds = self._ctl.call(func, {"op": "evtchn_resolve", "port": st.port},
+                                        max_fds=_CHANNEL_FDS)
+        except XenError as exc:
+            if exc.errno != errno.ENOTCONN:
+                raise
+            reply, fds = {"epoch": st.epoch, "state": "unbound"}, []  # closed under us
+        try:
+            self._apply(func, st, reply, fds)
+        finally:
+            self._rebuild()
+
+    def _apply(self, func: str, st: _PortState, reply: dict[str, Any], fds: list[int]) -> None:
+        """Take a resolution reply for ``st`` (owns ``fds``; lock held)."""
+        try:
+            epoch, state = reply.get("epoch"), reply.get("state")
+            if type(epoch) is not int:
+                raise XenError(func, errno.EPROTO, f"bad epoch in reply: {epoch!r}")
+            if state == "unbound" and not fds:
+                self._detach(st)
+            elif state != "connected" or reply.get("end") not in (0, 1):
+                raise XenError(func, errno.EPROTO, "malformed port state in reply")
+            elif reply.get("fds") is True and len(fds) == _CHANNEL_FDS:
+                page = _map_fd(func, fds[0], 1, "channel page")
+                link = _Link(reply.get("channel"), reply["end"], page, fds[1:])
+                os.close(fds[0])
+                fds = []
+                self._detach(st)
+                self._attach(st, link)
+            elif fds or st.link is None or st.link.channel != reply.get("channel"):
+                raise XenError(func, errno.EPROTO, "channel without its page and sockets")
+            st.epoch = epoch
+        finally:
+            _close_fds(fds)
+
+    def _attach(self, st: _PortState, link: _Link) -> None:
+        lib.pvplug_evtchn_merge(link.own, st.local[0])
+        st.local[0] = 0
+        st.link = link
+        st.word = link.own
+        self._epoll.register(link.wake_in, select.EPOLLIN)
+        if _claimable(lib.pvplug_evtchn_state(link.own)):
+            lib.pvplug_evtchn_wake_self(self._self_fd)
+
+    def _detach(self, st: _PortState) -> None:
+        link = st.link
+        if link is None:
+            return
+        # The closed channel's state stays the port's: mask, latched notify.
+        st.local[0] = lib.pvplug_evtchn_state(link.own) & (_PENDING | _MASKED)
+        st.link = None
+        st.word = st.local
+        self._epoll.unregister(link.wake_in)
+        if _claimable(st.local[0]):
+            lib.pvplug_evtchn_wake_self(self._self_fd)
+
+    def _rebuild(self) -> None:
+        """Hand C the current ports and state words (lock held)."""
+        states = list(self._ports.values())
+        ports = ffi.new("uint32_t[]", [st.port for st in states] or [0])
+        words = ffi.new("uint32_t *[]", [st.word for st in states] or [ffi.NULL])
+        # Keep the words (links' pages, unbound ports' local words) alive
+        # as long as C may read them.
+        self._arrays = (ports, words, states, [st.link for st in states])
+        h = self._h
+        if h is not None:
+            h.ports, h.words, h.count, h.next = ports, words, len(states), 0
+
+    def _sync(self, func: str) -> None:
+        """Resolve every port whose epoch moved (lock held)."""
+        self._h.gen = lib.pvplug_evtchn_epoch(self._table, 0)
+        for st in list(self._ports.values()):
+            if lib.pvplug_evtchn_epoch(self._table, st.port) != st.epoch:
+                self._resolve(func, st)
+
+    # -- delivery (no simulator) ---------------------------------------------
+
+    def notify(self, port: int) -> None:
+        func = "xenevtchn_notify"
+        st = self._ports.get(port) if type(port) is int else None
+        if st is None:
+            st = self._bound(func, port)  # raises the right error
+        link = st.link
+        if not lib.pvplug_evtchn_notify(st.epoch_word, st.epoch,
+                                        link.peer if link else ffi.NULL,
+                                        link.wake_out if link else -1):
+            return
+        with self._lock:  # the channel changed: connected, closed or replaced
+            if self._bound(func, port) is not st:
+                raise XenError(func, errno.ENOTCONN, f"port {port} unbound meanwhile")
+            self._resolve(func, st)
+            link = st.link
+            if link is not None:
+                lib.pvplug_evtchn_notify(st.epoch_word, st.epoch, link.peer, link.wake_out)
 
     def pending(self) -> int | None:
         func = "xenevtchn_pending"
-        if self._notify is None:
-            raise XenError(func, errno.EBADF, "handle is closed")
-        try:
-            data = self._notify.recv(16)
-        except (BlockingIOError, InterruptedError):
+        with self._lock:
+            h = self._h
+            if h is None:  # (C would take None for NULL)
+                raise XenError(func, errno.EBADF, "handle is closed")
+            for _ in range(4):
+                got = lib.pvplug_evtchn_pending(h)
+                if got > 0:
+                    return got
+                if got == _SYNC:
+                    self._sync(func)
+                elif got < 0:
+                    detail = "simulated hypervisor went away" if -got == errno.ECONNRESET else ""
+                    raise XenError(func, -got, detail)
+                else:
+                    return None
+            # Ports keep changing under us: report nothing now, come back soon.
+            lib.pvplug_evtchn_wake_self(self._self_fd)
             return None
-        except OSError as exc:
-            raise XenError(func, exc.errno or errno.EIO) from None
-        if not data:
-            # EOF keeps fileno() readable: report it instead of spinning on None.
-            raise XenError(func, errno.ECONNRESET, "simulated hypervisor went away")
-        if len(data) != _PORT.size:
-            raise XenError(func, errno.EPROTO, "malformed notification")
-        return int(_PORT.unpack(data)[0])
+
+    def unmask(self, port: int) -> None:
+        st = self._ports.get(port) if type(port) is int else None
+        if st is None:
+            self._port("xenevtchn_unmask", port)  # Linux ignores ports not ours
+            return
+        with self._lock:  # not while _sync moves the port's state
+            lib.pvplug_evtchn_unmask(st.word, self._self_fd)
 
     def close(self) -> None:
         """Close the handle (idempotent); the simulator closes its ports."""
-        if self._notify is not None:
-            self._notify.close()
-            self._notify = None
-        self._ctl.close()
+        with self._lock:
+            self._ctl.close()
+            if getattr(self, "_h", None) is None:
+                self._teardown()
+                return
+            self._h = None
+            ports, self._ports = self._ports, {}
+            for st in ports.values():
+                st.link = None  # the links close their sockets when unused
+                st.word = st.local
+            self._teardown()
+
+    def _teardown(self) -> None:
+        # The epoch table stays mapped until this object goes: a notify
+        # racing close() may still read its port's epoch.
+        self._h = None
+        self._arrays = ()
+        for name in ("_epoll", "_push"):
+            obj = getattr(self, name, None)
+            if obj is not None:
+                obj.close()
+                setattr(self, name, None)
+        fd = getattr(self, "_self_fd", -1)
+        if fd >= 0:
+            os.close(fd)
+            self._self_fd = -1
 
 
 class SimTransport(Transport):
