@@ -247,6 +247,7 @@ class BackendStream:
         if isinstance(req, OpenReq):
             self._open(req)
         elif isinstance(req, CloseReq):
+            self.step(now)  # what is due was played: a CLOSE drops only the rest
             self._close_stream()
         elif isinstance(req, RwReq):
             if req.operation == Op.WRITE:
