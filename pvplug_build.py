@@ -16,7 +16,22 @@ HERE = Path(__file__).resolve().parent
 
 # The C declarations Python may call.  Kept in one string so that the plugin
 # build (csrc/) can reuse it.
-NATIVE_CDEF = """
+def _fast_struct() -> str:
+    """struct pvplug_fast as csrc/pvplug_fast.h defines it (one definition)."""
+    text = (HERE / "csrc" / "pvplug_fast.h").read_text()
+    return text[text.index("/* cdef-begin */") + 16:text.index("/* cdef-end */")]
+
+
+NATIVE_CDEF = _fast_struct() + """
+double pvplug_now(void);
+void pvplug_fast_begin(struct pvplug_fast *f);
+void pvplug_fast_end(struct pvplug_fast *f);
+long pvplug_fast_pointer(struct pvplug_fast *f, unsigned long appl_mod, double now);
+int pvplug_fast_delay(struct pvplug_fast *f, unsigned long appl_mod, double now, long *delay);
+int pvplug_fast_ready(struct pvplug_fast *f, unsigned long appl_mod, double now);
+long pvplug_fast_transfer(struct pvplug_fast *f, unsigned long appl_mod, const char *src,
+                          unsigned long frames, double now);
+
 uint32_t pvplug_load_u32(const void *base, size_t off);
 void pvplug_store_u32(void *base, size_t off, uint32_t val);
 void pvplug_mb(void);

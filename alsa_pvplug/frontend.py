@@ -473,7 +473,7 @@ class Stream:
         wait for ``check``."""
         if self.ring is None:
             return
-        if self.proto.outstanding:
+        if self.proto.outstanding and self.ring.has_responses():
             try:
                 # Notifications for answers only while someone waits for one
                 # (a control request, a blocked caller, capture data): the
@@ -486,7 +486,8 @@ class Stream:
                 slots = []
             for slot in slots:
                 self._on_response(sndif.decode_response(slot))
-        if self.evt_ring is not None and self.proto.state != StreamState.CLOSED:
+        if self.evt_ring is not None and self.proto.state != StreamState.CLOSED \
+                and self.evt_ring.has_events():
             self._take_events()
         if self.proto.state in (StreamState.RUNNING, StreamState.PAUSED, StreamState.OPENED) \
                 and self.frame_bytes:
@@ -494,7 +495,7 @@ class Stream:
             self._expire(now)
             if self.capture:
                 self._read_ahead(now)
-            elif self._dirty_from is not None:
+            elif self._dirty_from is not None and not self.proto.control_in_flight:
                 self._maybe_flush(now)
 
     def _fail(self, exc: PvSndError) -> None:
@@ -793,9 +794,10 @@ class Stream:
         self._started_at = sent
 
     def stop(self) -> None:
-        """TRIGGER STOP: the backend drops what it has not played."""
-        self._trigger(Trigger.STOP)
+        """TRIGGER STOP: the backend drops what it has not played (and we
+        what we had not announced)."""
         self._dirty_from = None
+        self._trigger(Trigger.STOP)
 
     def pause(self) -> None:
         self._trigger(Trigger.PAUSE)

@@ -28,6 +28,7 @@
 #define PVPLUG_ERRLEN 512
 
 #include "pvplug_hw.h"
+#include "pvplug_fast.h"
 
 /* Implemented in Python (extern "Python"); cffi wants static prototypes. */
 static int pvplug_py_open(const char *name, int stream, int mode, int nopts,
@@ -49,7 +50,7 @@ static long pvplug_py_transfer(int id, unsigned long appl, char *buf,
 static int pvplug_py_drain(int id, unsigned long appl, int nonblock);
 static int pvplug_py_pause(int id, int enable);
 static int pvplug_py_delay(int id, unsigned long appl, long *delay);
-static int pvplug_py_poll_revents(int id, unsigned long appl);
+static int pvplug_py_poll_revents(int id, unsigned long appl, int fired);
 static int pvplug_py_hw_free(int id);
 static int pvplug_py_close(int id);
 
@@ -158,8 +159,13 @@ static int pv_stop(snd_pcm_ioplug_t *io)
 static snd_pcm_sframes_t pv_pointer(snd_pcm_ioplug_t *io)
 {
 	struct pvplug *pv = pv_of(io);
+	long r;
 
 	PV_GUARD(pv);
+	/* pvplug_fast.h says why this path is in C, and what it decides: nothing */
+	if (pv->hw.fast &&
+	    (r = pvplug_fast_pointer(pv->hw.fast, io->appl_ptr, pvplug_now())) >= 0)
+		return r;
 	return pvplug_py_pointer(pv->id, io->appl_ptr);
 }
 
@@ -179,6 +185,9 @@ static snd_pcm_sframes_t pv_transfer(snd_pcm_ioplug_t *io,
 		return -EINVAL;
 	buf = (char *)areas[0].addr + areas[0].first / 8 +
 	      offset * (frame_bits / 8);
+	if (pv->hw.fast && io->stream == SND_PCM_STREAM_PLAYBACK &&
+	    pvplug_fast_transfer(pv->hw.fast, io->appl_ptr, buf, size, pvplug_now()) >= 0)
+		return (snd_pcm_sframes_t)size;
 	return pvplug_py_transfer(pv->id, io->appl_ptr, buf, size);
 }
 
@@ -237,6 +246,10 @@ static int pv_delay(snd_pcm_ioplug_t *io, snd_pcm_sframes_t *delayp)
 	int ret;
 
 	PV_GUARD(pv);
+	if (pv->hw.fast && !pvplug_fast_delay(pv->hw.fast, io->appl_ptr, pvplug_now(), &d)) {
+		*delayp = d;
+		return 0;
+	}
 	ret = pvplug_py_delay(pv->id, io->appl_ptr, &d);
 	if (ret == 0)
 		*delayp = d;
@@ -268,12 +281,19 @@ static int pv_poll_revents(snd_pcm_ioplug_t *io, struct pollfd *pfd,
 			   unsigned int nfds, unsigned short *revents)
 {
 	struct pvplug *pv = pv_of(io);
-	int r;
+	unsigned int i;
+	int r, fired = 0;
 
-	(void)pfd;
-	(void)nfds;
 	PV_GUARD(pv);
-	r = pvplug_py_poll_revents(pv->id, io->appl_ptr);
+	/* Python needs to know whether more than its own timer woke us. */
+	for (i = 1; i < nfds; i++)
+		fired |= pfd[i].revents != 0;
+	if (!fired && pv->hw.fast &&
+	    pvplug_fast_ready(pv->hw.fast, io->appl_ptr, pvplug_now()) == 1) {
+		*revents = io->stream == SND_PCM_STREAM_CAPTURE ? POLLIN : POLLOUT;
+		return 0;
+	}
+	r = pvplug_py_poll_revents(pv->id, io->appl_ptr, fired);
 	*revents = r < 0 ? POLLERR : (unsigned short)r;
 	/* snd_pcm_wait turns POLLERR into the state's error: make it -EPIPE
 	 * (recoverable), not -EIO, when we found an xrun. */

@@ -16,4 +16,5 @@ struct pvplug_hw {
 	unsigned int periods_min, periods_max;
 	int fds[2];
 	int n_fds;
+	void *fast;	/* struct pvplug_fast (pvplug_fast.h), owned by Python */
 };

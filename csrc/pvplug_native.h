@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pvplug_fast.h"
+
 static uint32_t pvplug_load_u32(const void *base, size_t off)
 {
 	return __atomic_load_n((const uint32_t *)((const char *)base + off),

@@ -176,8 +176,9 @@ class BackendStream:
             return
         served = self.requests.available(now)
         refused = self.refusals.available(now)
+        polling = self._polls_ring()
         try:
-            slots = self.ring.take_requests(limit=served + refused)
+            slots = self.ring.take_requests(limit=served + refused, rearm=not polling)
         except RemoteProtocolError as exc:
             # The ring itself is garbage: we cannot even answer.  Stop serving
             # this stream; the device and its other streams carry on.
@@ -195,6 +196,19 @@ class BackendStream:
         # More waiting than both buckets allow: leave them in the ring.
         self.throttled_until = self.requests.when(now) if self.ring.has_unconsumed() else None
         self.process_pending(now)
+        if polling and not self._polls_ring() and self.ring is not None \
+                and not self.broken and self.throttled_until is None:
+            # Handling them stopped our polling (PAUSE, STOP, CLOSE, dry):
+            # notifications wanted again, and one more look for what came.
+            self.on_request_notify(now)
+
+    def _polls_ring(self) -> bool:
+        """A paced playback stream with data wakes for its next period anyway:
+        it looks at its ring then and asks the guest for no notifications
+        (ring.h req_event left behind), which spares both sides a wake-up per
+        WRITE.  Anything else (capture, dry, stopped) wants them."""
+        return self.running and not self.cfg.is_capture and not self.dry \
+            and self.done < self.written and self.dev.backend.options.paced
 
     def _over_rate(self, now: float) -> str:
         why = (f"more than {self.dev.backend.options.limits.max_request_rate:g} requests "
@@ -474,6 +488,8 @@ class BackendStream:
         """Play/record up to ``now``; send CUR_POS on cadence boundaries."""
         if not self.running or self.buffer is None:
             return
+        if self.ring is not None and self._polls_ring() and self.ring.has_unconsumed():
+            self.on_request_notify(now)
         old = self.done
         target = self._target(now)
         if self.cfg.is_capture:
@@ -489,7 +505,9 @@ class BackendStream:
             # rarely a whole period), then restart the clock when data comes.
             if self.last_evt_pos != self.done:
                 self._event(now)
-            self.dry = True
+            if not self.dry:
+                self.dry = True
+                self.on_request_notify(now)  # notifications wanted again (and a last look)
             self._anchor(now)
             return
         self.dry = False

@@ -34,7 +34,7 @@ extern "Python" long pvplug_py_transfer(int, unsigned long, char *, unsigned lon
 extern "Python" int pvplug_py_drain(int, unsigned long, int);
 extern "Python" int pvplug_py_pause(int, int);
 extern "Python" int pvplug_py_delay(int, unsigned long, long *);
-extern "Python" int pvplug_py_poll_revents(int, unsigned long);
+extern "Python" int pvplug_py_poll_revents(int, unsigned long, int);
 extern "Python" int pvplug_py_hw_free(int);
 extern "Python" int pvplug_py_close(int);
 """
@@ -95,7 +95,7 @@ def build_plugin(out_dir: str | Path, *, extra_site_dirs: list[str] | None = Non
         "_pvplug_plugin",
         '#include "pcm_pvplug.c"\n',
         include_dirs=[str(CSRC)],
-        libraries=["asound", "dl"],
+        libraries=["asound", "dl", "m"],
         library_dirs=[libdir],
         define_macros=[
             ("PIC", None),

@@ -106,6 +106,7 @@ def register(ffi: Any, lib: Any) -> None:
             hw.buffer_bytes_min, hw.buffer_bytes_max = c.buffer_bytes
             hw.periods_min, hw.periods_max = c.periods
             hw.n_fds = fill(hw.fds, 2, pcm.poll_fds())
+            hw.fast = ffi.cast("void *", pcm.fast_address)
             return pcm_id
         except BaseException as exc:  # noqa: BLE001
             msg = exc.message if isinstance(exc, PvSndError) else f"{type(exc).__name__}: {exc}"
@@ -125,7 +126,7 @@ def register(ffi: Any, lib: Any) -> None:
     def transfer(pcm_id: int, appl: int, buf: Any, frames: int) -> int:
         pcm = _get(pcm_id)
         g = pcm._geometry()
-        return pcm.transfer(appl, ffi.buffer(buf, frames * g.frame_bytes), frames)
+        return pcm.transfer(appl, ffi.buffer(buf, frames * g.frame_bytes), frames, True)
 
     def delay(pcm_id: int, appl: int, out: Any) -> None:
         out[0] = _get(pcm_id).delay(appl)
@@ -141,7 +142,7 @@ def register(ffi: Any, lib: Any) -> None:
         "pvplug_py_drain": lambda i, appl, nonblock: _get(i).drain(appl, bool(nonblock)),
         "pvplug_py_pause": lambda i, enable: _get(i).pause(bool(enable)),
         "pvplug_py_delay": delay,
-        "pvplug_py_poll_revents": lambda i, appl: _get(i).poll_revents(appl),
+        "pvplug_py_poll_revents": lambda i, appl, fired: _get(i).poll_revents(appl, bool(fired)),
         "pvplug_py_hw_free": lambda i: _get(i).hw_free(),
         "pvplug_py_close": close_pcm,
     }

@@ -318,10 +318,11 @@ class IoplugHarness:
         return bytes(out[:done * fb])
 
     # -- waiting -----------------------------------------------------------------
-    def poll_revents(self) -> int:
-        """The poll_revents callback; an error is POLLERR, as in the C shim."""
+    def poll_revents(self, fired: bool = True) -> int:
+        """The poll_revents callback; an error is POLLERR, as in the C shim.
+        ``fired``: a descriptor other than the timer woke the poller."""
         try:
-            revents = self.pcm.poll_revents(self.appl)
+            revents = self.pcm.poll_revents(self.appl, fired)
         except PvSndError as exc:
             self.last_error = exc
             revents = alsa.POLLERR
@@ -335,9 +336,10 @@ class IoplugHarness:
         p = select.poll()
         for fd in self.fds:
             p.register(fd, select.POLLIN)
-        if not p.poll(math.ceil(max(0.0, timeout) * 1000)):
+        ready = p.poll(math.ceil(max(0.0, timeout) * 1000))
+        if not ready:
             return 0
-        return self.poll_revents()
+        return self.poll_revents(any(fd != self.fds[0] for fd, _ in ready))
 
     def wait(self, timeout: float | None = None) -> None:
         """snd_pcm_wait: returns at once if avail >= avail_min (not draining)."""

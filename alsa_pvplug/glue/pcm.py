@@ -15,13 +15,16 @@ period interrupt) and the card's event channel.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from .. import cardpool
+from .._native import ffi as native_ffi
 from .._native import lib as native
 from ..errors import (BackendError, BackendTimeout, ConfigError, LocalProtocolError, PvSndError,
                       RemoteProtocolError, Xrun)
@@ -41,6 +44,15 @@ PERIODS_MAX = 1024
 MAX_VIOLATIONS = 3
 #: the timer is re-armed only when the wake time moves by more than this (s)
 REARM_TOLERANCE = 0.0001
+#: without an event-channel wake, notifications and xenstore watches are
+#: still looked at this often (seconds): a backend that left is noticed
+FULL_SYNC_INTERVAL = 0.1
+
+
+def by_timer_now(armed: float, now: float) -> bool:
+    """Whether a timer armed for ``armed`` has expired by ``now`` (it then
+    stays readable until re-armed: no need to arm it again)."""
+    return 0.0 < armed <= now + REARM_TOLERANCE
 
 
 @dataclass
@@ -92,6 +104,11 @@ class PvPcm:
         self._sw: tuple[int, int, int, int] | None = None
         self._armed = 0.0
         self._reports_lead = False
+        self._next_full = 0.0
+        #: what the C shim answers pointer/delay/readiness from (pvplug_fast.h)
+        self.fast = native_ffi.new("struct pvplug_fast *")
+        self.fast_address = int(native_ffi.cast("uintptr_t", self.fast))
+        self._buf_ref: tuple[Any, Any] | None = None  # the buffer C copies into
         self._closed = False
 
     # -- what ALSA may ask for ---------------------------------------------
@@ -152,7 +169,7 @@ class PvPcm:
             raise LocalProtocolError(f"access {access} is not offered")
         pf = alsa.sndif_format(fmt)
         self.access = access
-        with self.lock:
+        with self._locked():
             self.geometry = self.model = None
             try:
                 self.stream.open(pf, channels, rate, buffer, period)
@@ -173,12 +190,13 @@ class PvPcm:
 
     def sw_params(self, avail_min: int, start_threshold: int, stop_threshold: int,
                   boundary: int) -> None:
-        self._sw = (avail_min, start_threshold, stop_threshold, boundary)
-        if self.model is not None:
-            self.model.sw_params(*self._sw)
+        with self._locked():
+            self._sw = (avail_min, start_threshold, stop_threshold, boundary)
+            if self.model is not None:
+                self.model.sw_params(*self._sw)
 
     def hw_free(self) -> None:
-        with self.lock:
+        with self._locked():
             self.stream.close()
             self.geometry = self.model = None
             self._arm(0.0)
@@ -208,7 +226,7 @@ class PvPcm:
         return self.geometry
 
     def prepare(self) -> None:
-        with self.lock:
+        with self._locked():
             m, g = self._model(), self._geometry()
             self.card.ensure_connected()
             if self.stream.violations >= MAX_VIOLATIONS:
@@ -224,7 +242,7 @@ class PvPcm:
             self._rearm(time.monotonic())
 
     def start(self, appl: int) -> None:
-        with self.lock:
+        with self._locked():
             m = self._model()
             m.set_appl(appl)
             if m.state == PcmState.RUNNING:
@@ -235,7 +253,7 @@ class PvPcm:
             self._rearm(now)
 
     def stop(self) -> None:
-        with self.lock:
+        with self._locked():
             if self.stream.state in (StreamState.RUNNING, StreamState.PAUSED):
                 self.stream.stop()
             if self.model is not None:
@@ -243,7 +261,7 @@ class PvPcm:
             self._arm(0.0)
 
     def pause(self, enable: bool) -> None:
-        with self.lock:
+        with self._locked():
             m = self._model()
             if enable:
                 self.stream.pause()
@@ -267,7 +285,7 @@ class PvPcm:
         if self.capture:
             return
         nonblock = self.nonblock if nonblock is None else nonblock
-        with self.lock:
+        with self._locked():
             m = self._model()
             m.set_appl(appl)
             self.stream.flush()
@@ -293,7 +311,7 @@ class PvPcm:
             self.card.wait_until(drained, f"{self.stream.name}: drain", lock=self.lock,
                                  extra=expect, progress=lambda: self.stream.reported,
                                  next_check=self._drain_due)
-        with self.lock:
+        with self._locked():
             m.hw = max(m.hw, self.stream.appl)
 
     def _drain_due(self) -> float | None:
@@ -301,10 +319,15 @@ class PvPcm:
         return None if m is None or m.clock is None else m.clock.time_of(self.stream.appl)
 
     # -- the data path ---------------------------------------------------------
-    def transfer(self, appl: int, data: Any, frames: int) -> int:
+    def transfer(self, appl: int, data: Any, frames: int, fast_tried: bool = False) -> int:
         """Playback: ``data`` holds ``frames`` frames for position ``appl``.
-        Capture: fill ``data`` with the frames at ``appl``."""
-        with self.lock:
+        Capture: fill ``data`` with the frames at ``appl``.  ``fast_tried``:
+        the C shim tried its copy-only path (pvplug_fast.h) already."""
+        if not fast_tried and not self.capture:
+            src = native_ffi.from_buffer(data)
+            if native.pvplug_fast_transfer(self.fast, appl, src, frames, time.monotonic()) >= 0:
+                return frames
+        with self._locked():
             m, g = self._model(), self._geometry()
             m.set_appl(appl)
             view = memoryview(data).cast("B")[:frames * g.frame_bytes]
@@ -355,36 +378,127 @@ class PvPcm:
         m.check_running(now, overrun=overrun)
 
     def pointer(self, appl: int) -> int:
+        r = native.pvplug_fast_pointer(self.fast, appl, time.monotonic())
+        if r >= 0:
+            return int(r)  # the C shim answers this itself; here for the harness
         with self.lock:
             if self.model is None:
                 return 0
             m = self.model
+            self._pull()
             m.set_appl(appl)
             if m.state == PcmState.XRUN:
                 raise Xrun(f"{self.stream.name}: xrun")
             now = self._sync(time.monotonic())
-            self._check(now)
+            try:
+                self._check(now)
+            finally:
+                self._publish(now)
             return m.hw % m.boundary
 
     def delay(self, appl: int) -> int:
+        out = native_ffi.new("long *")
+        if native.pvplug_fast_delay(self.fast, appl, time.monotonic(), out) == 0:
+            return int(out[0])
         with self.lock:
             if self.model is None:
                 return 0
             m = self.model
+            self._pull()
             m.set_appl(appl)
             now = self._sync(time.monotonic())
             m.position(now)
+            self._publish(now)
             return m.delay(now)
 
-    # -- poll ------------------------------------------------------------------
-    def poll_revents(self, appl: int) -> int:
+    def positions(self) -> tuple[int, int]:
+        """(appl, hw) as the plugin knows them, absolute (for tests and tools:
+        the C fast path may have moved them since Python last ran)."""
+        with self._locked():
+            m = self._model()
+            return m.appl, m.hw
+
+    # -- the C fast path -------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """A callback's critical section: what the C fast path handed out is
+        taken in first, and the model published to it last."""
         with self.lock:
+            self._pull()
+            try:
+                yield
+            finally:
+                self._publish(time.monotonic())
+
+    def _pull(self) -> None:
+        """What the C fast path did since we last looked: the pointer it
+        handed out, the frames it copied."""
+        f, m = self.fast, self.model
+        if m is None:
+            return
+        if f.hw > m.hw:
+            m.hw = f.hw
+        if f.buf != native_ffi.NULL and f.wr_end != self.stream.appl:
+            st = self.stream
+            st.appl = m.appl = f.wr_end
+            st._dirty_from = f.dirty_from if f.dirty_from >= 0 else None
+
+    def _publish(self, now: float) -> None:
+        """Give the C fast path the model's line and bounds (pvplug_fast.h):
+        it answers from them until a bound, an xrun or ``valid_until``."""
+        f, m, st = self.fast, self.model, self.stream
+        native.pvplug_fast_begin(f)
+        try:
+            f.hw = 0 if m is None else m.hw
+            if m is None or m.state != PcmState.RUNNING or not m.clock.running or m.dry:
+                f.enabled = 0
+                f.buf = native_ffi.NULL
+                return
+            f.capture = int(self.capture)
+            f.buffer, f.boundary, f.avail_min = m.buffer, m.boundary, m.avail_min
+            f.stop_threshold = min(m.stop_threshold, m.boundary)
+            f.appl = m.appl
+            if self.capture:
+                f.lo = f.hi = max(m.hw, m.data_end)
+            else:
+                clock = m.clock
+                f.lo = max(m.hw, min(clock.reported, m.data_end))
+                f.hi = min(m.data_end, clock.reported + clock.slack)
+                f.slope, f.intercept = clock.slope, clock.intercept
+            until = now + FULL_SYNC_INTERVAL
+            due = st.flush_due()
+            f.valid_until = until if due is None else min(until, due)
+            if not self.capture and st.buffer is not None and st.appl == m.appl:
+                if self._buf_ref is None or self._buf_ref[0] is not st.buffer:
+                    self._buf_ref = (st.buffer, native_ffi.from_buffer(st.buffer.buf))
+                f.buf = native_ffi.cast("char *", self._buf_ref[1])
+                f.frame_bytes = st.frame_bytes
+                f.wr_end = st.appl
+                f.dirty_from = -1 if st._dirty_from is None else st._dirty_from
+                f.flush_frames = st.period_frames
+                f.flush_at = math.inf if due is None else due
+            else:
+                f.buf = native_ffi.NULL
+            f.enabled = 1
+        finally:
+            native.pvplug_fast_end(f)
+
+    # -- poll ------------------------------------------------------------------
+    def poll_revents(self, appl: int, fired: bool = True) -> int:
+        """``fired``: the event channel (not only our timer) woke the poller:
+        its notifications are taken (a system call).  The timer alone reads
+        the rings, and looks at xenstore (the backend gone?) now and then."""
+        with self._locked():
             if self.model is None:
                 return alsa.POLLERR
             m = self.model
             m.set_appl(appl)
             try:
-                now = self._sync(time.monotonic(), full=True)
+                now = time.monotonic()
+                full = fired or now >= self._next_full
+                if full:
+                    self._next_full = now + FULL_SYNC_INTERVAL
+                now = self._sync(now, full=full)
                 self._check(now)
             except PvSndError as exc:
                 logger.warning("%s: %s", self.stream.name, exc)
@@ -396,10 +510,11 @@ class PvPcm:
             if ready:
                 # Woken sooner than our timer said: reports lead the clock
                 # (an unpaced backend); woken by it: the clock leads.
-                self._reports_lead = not 0.0 < self._armed <= now + REARM_TOLERANCE
+                self._reports_lead = not by_timer_now(self._armed, now)
             self.stream.set_event_wakes(self._event_wakes_needed(now))
             if ready:
-                self._arm(1.0)  # a past time: level-ready
+                if not by_timer_now(self._armed, now):
+                    self._arm(1.0)  # a past time: level-ready (an expired timer is)
                 return alsa.POLLIN if self.capture else alsa.POLLOUT
             self._rearm(now)
             return 0
@@ -426,7 +541,8 @@ class PvPcm:
         if m is None:
             return
         if m.ready(self._drained()):
-            self._arm(1.0)
+            if not by_timer_now(self._armed, now):
+                self._arm(1.0)
             return
         when = m.next_wake(now)
         due = self.stream.flush_due()

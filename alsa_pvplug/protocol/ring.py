@@ -208,6 +208,10 @@ class FrontRing:
         event = ops.load(REQ_EVENT_OFF)
         return ((new - event) & _M) < ((new - old) & _M)
 
+    def has_responses(self) -> bool:
+        """ring.h RING_HAS_UNCONSUMED_RESPONSES: one load, nothing consumed."""
+        return self._ops.load(RSP_PROD_OFF) != self.rsp_cons
+
     def take_responses(self, rearm: bool = True) -> list[bytes]:
         """Copy out every available response, then re-arm ``rsp_event``.
 
@@ -275,9 +279,10 @@ class BackRing:
         self.rsp_prod_pvt = prod
         self.req_cons = prod
 
-    def take_requests(self, limit: int | None = None) -> list[bytes]:
+    def take_requests(self, limit: int | None = None, rearm: bool = True) -> list[bytes]:
         """Copy out every pending request (at most ``limit``), then re-arm
-        ``req_event`` if none is left.
+        ``req_event`` if none is left (and ``rearm``: a backend that looks at
+        the ring on its own schedule asks for no notifications).
 
         Loops as ring.h RING_FINAL_CHECK_FOR_REQUESTS does.  When ``limit``
         stops it early, ``req_event`` is left alone (no notification is due
@@ -314,6 +319,8 @@ class BackRing:
                 off = _ring_slot(cons + i)
                 out.append(bytes(mv[off:off + SLOT_SIZE]))  # copy before parsing
             cons = rp
+            if not rearm:
+                break
             # RING_FINAL_CHECK_FOR_REQUESTS
             if ops.load(REQ_PROD_OFF) != cons:
                 continue
@@ -375,6 +382,10 @@ class EventRingFront:
         self.in_cons = prod
         ops.mb()  # /* nothing read from the page /after/ in_cons moves */
         ops.store(IN_CONS_OFF, prod)
+
+    def has_events(self) -> bool:
+        """One load: whether ``take_events`` would return anything."""
+        return (self._ops.load(IN_PROD_OFF) & _M) != self.in_cons
 
     def take_events(self) -> list[bytes]:
         """Copy out every queued event slot, oldest first, and release them.
