@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .backend.limits import StreamLimits
+from .backend.limits import UNBOUNDED_RATE, StreamLimits
 from .errors import ConfigError, PvSndError
 
 
@@ -57,9 +57,14 @@ def cmd_backend(args: argparse.Namespace) -> int:
 
     transport = open_transport(args.transport, sim_dir=args.sim_dir, domid=args.domid,
                                role="backend")
-    limits = StreamLimits(min_period_us=args.min_period_us,
-                          max_request_rate=args.max_request_rate,
-                          max_event_rate=args.max_event_rate)
+    # Unpaced, audio moves faster than real time and so do requests and
+    # reports: rates are not bounded unless asked for.
+    rates = StreamLimits() if not args.unpaced else StreamLimits(
+        max_request_rate=UNBOUNDED_RATE, max_event_rate=UNBOUNDED_RATE)
+    limits = StreamLimits(
+        min_period_us=args.min_period_us,
+        max_request_rate=args.max_request_rate or rates.max_request_rate,
+        max_event_rate=args.max_event_rate or rates.max_event_rate)
     backend = Backend(transport, parse_sink(args.sink), parse_source(args.source),
                       BackendOptions(paced=not args.unpaced, pos_frames=args.pos_frames,
                                      limits=limits))
@@ -231,13 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="US", help="per stream: refuse OPEN with a shorter period "
                    f"(default {defaults.min_period_us})")
     b.add_argument("--max-request-rate", type=_positive(float), metavar="N",
-                   default=defaults.max_request_rate,
                    help="per stream: requests a second before answering -EBUSY "
-                   f"(default {defaults.max_request_rate:g})")
+                   f"(default {defaults.max_request_rate:g}; --unpaced: no bound)")
     b.add_argument("--max-event-rate", type=_positive(float), metavar="N",
-                   default=defaults.max_event_rate,
                    help=f"per stream: CUR_POS events a second at most "
-                   f"(default {defaults.max_event_rate:g})")
+                   f"(default {defaults.max_event_rate:g}; --unpaced: no bound)")
     b.set_defaults(func=cmd_backend)
 
     d = sub.add_parser("demo", help="play and capture through sim + backend")

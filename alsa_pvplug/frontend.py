@@ -476,11 +476,13 @@ class Stream:
         if self.proto.outstanding and self.ring.has_responses():
             try:
                 # Notifications for answers only while someone waits for one
-                # (a control request, a blocked caller, capture data): the
-                # callbacks look at the ring anyway.
+                # (a control request, a blocked caller, capture data, a
+                # pointer the backend's answers hold back): the callbacks look
+                # at the ring anyway.
                 slots = self.ring.take_responses(
                     rearm=self.waiting or self.capture
-                    or len(self._ranges) < self.proto.outstanding)
+                    or len(self._ranges) < self.proto.outstanding
+                    or self.reported + self.period_frames >= self.acked)
             except RemoteProtocolError as exc:
                 self._fail(exc)
                 slots = []

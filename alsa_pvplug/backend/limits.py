@@ -49,6 +49,10 @@ class TokenBucket:
         return now if missing <= 0 else now + missing / self.rate
 
 
+#: a rate no guest reaches: "no bound" (finite, so the arithmetic stays plain)
+UNBOUNDED_RATE = 1e9
+
+
 @dataclass(frozen=True)
 class StreamLimits:
     """What one stream of one guest may cost this backend.
