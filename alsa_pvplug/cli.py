@@ -67,7 +67,7 @@ def cmd_backend(args: argparse.Namespace) -> int:
         max_event_rate=args.max_event_rate or rates.max_event_rate)
     backend = Backend(transport, parse_sink(args.sink), parse_source(args.source),
                       BackendOptions(paced=not args.unpaced, pos_frames=args.pos_frames,
-                                     limits=limits))
+                                     limits=limits, compat=args.compat))
     signal.signal(signal.SIGTERM, lambda *_: backend.stop())
     signal.signal(signal.SIGINT, lambda *_: backend.stop())
     try:
@@ -231,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--source", default="sine:440", help="null | wav:FILE | sine:FREQ | alsa:DEVICE")
     b.add_argument("--unpaced", action="store_true", help="do not pace to the clock")
     b.add_argument("--pos-frames", type=int, help="send CUR_POS at least every N frames")
+    b.add_argument("--compat", choices=("sndbe",),
+                   help="behave as xen-troops snd_be does (READ fills the buffer, positions "
+                   "from OPEN, millisecond report timer, wide HW_PARAM_QUERY, OPEN refusals)")
     defaults = StreamLimits()
     b.add_argument("--min-period-us", type=_positive(int), default=defaults.min_period_us,
                    metavar="US", help="per stream: refuse OPEN with a shorter period "

@@ -84,6 +84,21 @@ class BackendOptions:
     paced: bool = True            # False: consume/produce as fast as possible
     pos_frames: int | None = None  # finer CUR_POS cadence than one period
     limits: StreamLimits = field(default_factory=StreamLimits)
+    #: "sndbe": behave as xen-troops snd_be does (SNDBE_COMPAT), so the suite
+    #: covers a backend that is not ours
+    compat: str | None = None
+
+
+#: What ``--compat sndbe`` changes (sndif-protocol notes, section 7.2/11):
+#: READ fills the buffer while it is handled; positions count from OPEN, not
+#: from START; CUR_POS comes from a timer of whole milliseconds (late, drifting
+#: against period boundaries) and its report at the end of the data runs past
+#: it; HW_PARAM_QUERY never narrows the rate maximum; OPEN refuses what a real
+#: host device could not do although xenstore allows it.
+SNDBE_REFUSED_FORMATS = (PcmFormat.FLOAT_LE,)
+SNDBE_REFUSED_RATES = (8000,)
+SNDBE_REFUSED_CHANNELS = (1,)
+COMPAT_MODES = ("sndbe",)
 
 
 @dataclass
@@ -118,9 +133,11 @@ class BackendStream:
         #: requests wait in the ring until then (over both buckets), or None
         self.throttled_until: float | None = None
         self._refused_logged = 0.0
+        self.sndbe = device.backend.options.compat == "sndbe"
         self._reset_open_state()
 
     def _reset_open_state(self) -> None:
+        self.base = 0
         self.opened = False
         self.running = False
         self.paused = False
@@ -144,6 +161,9 @@ class BackendStream:
         self.anchor_t = 0.0
         self.anchor_frames = 0
         self.last_evt_pos: int | None = None
+        self.fifo = bytearray()  # sndbe capture: recorded, not yet READ (from fifo_pos)
+        self.fifo_pos = 0
+        self.next_tick = math.inf  # sndbe: the next CUR_POS timer tick
         self.last_evt_t = -math.inf
         self.evt_owed = False  # a CUR_POS held back by the event rate
         self.dry = False
@@ -292,6 +312,10 @@ class BackendStream:
             raise RequestFailed(-errno.EINVAL, f"unknown format {req.pcm_format}") from None
         if fmt not in cfg.formats:
             raise RequestFailed(-errno.EINVAL, f"format {fmt.name} not in {cfg.formats}")
+        if self.sndbe and (fmt in SNDBE_REFUSED_FORMATS or req.pcm_rate in SNDBE_REFUSED_RATES
+                           or req.pcm_channels in SNDBE_REFUSED_CHANNELS):
+            raise RequestFailed(-errno.EINVAL, f"the host device cannot do {fmt.name}, "
+                                f"{req.pcm_channels} channels, {req.pcm_rate} Hz (sndbe)")
         if req.pcm_rate not in cfg.rates:
             raise RequestFailed(-errno.EINVAL, f"rate {req.pcm_rate} not in {cfg.rates}")
         if not cfg.channels_min <= req.pcm_channels <= cfg.channels_max:
@@ -324,6 +348,7 @@ class BackendStream:
         self.buffer_sz, self.period_sz = req.buffer_sz, req.period_sz
         self.opened = True
         self._reset_positions()
+        self.base = 0  # sndbe: octets counted before the last STOP (from OPEN)
         logger.info("%s: OPEN %s %dch %dHz buffer %d period %d", self.label, fmt.name,
                     req.pcm_channels, req.pcm_rate, req.buffer_sz, req.period_sz)
 
@@ -408,6 +433,9 @@ class BackendStream:
             raise RequestFailed(-errno.EINVAL, f"READ offset {req.offset}, expected "
                                 f"{self.read_pos % self.buffer_sz}")
         end = self.read_pos + req.length
+        if self.sndbe:
+            self._read_fill(req, end)
+            return
         if self.done - self.read_pos > self.buffer_sz:
             # Overwritten: refused, and consumed, so the guest's next READ
             # (sequential, as it keeps count) is judged on its own.
@@ -417,6 +445,23 @@ class BackendStream:
             if self.running:
                 raise _NotYet  # answered once recorded
             raise RequestFailed(-errno.EIO, "READ of data not captured and stream not running")
+        self.read_pos = end
+
+    def _read_fill(self, req: RwReq, end: int) -> None:
+        """sndbe: READ waits for the data, then copies it into the buffer
+        (snd_be's snd_pcm_readi into the mapping)."""
+        assert self.buffer is not None
+        if self.read_pos < self.fifo_pos:
+            self.read_pos = end
+            raise RequestFailed(-errno.EPIPE, "capture overrun: the host buffer overflowed")
+        if end > self.fifo_pos + len(self.fifo):
+            if self.running:
+                raise _NotYet
+            raise RequestFailed(-errno.EIO, "READ of data not captured and stream not running")
+        a = self.read_pos - self.fifo_pos
+        self.buffer.buf[req.offset:req.offset + req.length] = self.fifo[a:a + req.length]
+        del self.fifo[:a + req.length]
+        self.fifo_pos = end
         self.read_pos = end
 
     def _check_range(self, req: RwReq) -> None:
@@ -438,7 +483,9 @@ class BackendStream:
             self.running = self.paused = False
             if self.sink is not None:
                 self.sink.flush()
+            base = self.base + self.done if self.sndbe else 0
             self._reset_positions()  # drop what was not played; origin back to 0
+            self.base = base  # sndbe: reports go on counting from OPEN
         elif kind == Trigger.PAUSE and self.running:
             self.step(now)
             self.running, self.paused = False, True
@@ -463,13 +510,22 @@ class BackendStream:
         per = (max(q.period[0], shortest), min(q.period[1], buf[1]))
         if buf[0] > buf[1] or per[0] > per[1]:
             raise RequestFailed(-errno.EINVAL, "buffer/period outside the configured limits")
-        return HwParams(formats, (rates[0], rates[-1]), ch, buf, per)
+        rate_max = cfg.rates[-1] if self.sndbe else rates[-1]  # snd_be's bug: never narrowed
+        return HwParams(formats, (rates[0], rate_max), ch, buf, per)
 
     # -- pacing --------------------------------------------------------------
     def _anchor(self, now: float) -> None:
         assert self.info is not None
         self.anchor_t = now
         self.anchor_frames = self.done // self.info.frame_bytes
+        if self.sndbe:
+            self.next_tick = now + self._tick()
+
+    def _tick(self) -> float:
+        """sndbe: its position timer, whole milliseconds of a period."""
+        assert self.info is not None
+        frames = self.period_sz // self.info.frame_bytes
+        return max(1, frames * 1000 // self.info.rate) / 1000
 
     def _target(self, now: float) -> int:
         """Octets the clock says should be done by ``now``."""
@@ -504,14 +560,19 @@ class BackendStream:
             # Dry: report where playback stopped (the tail of a drain is
             # rarely a whole period), then restart the clock when data comes.
             if self.last_evt_pos != self.done:
-                self._event(now)
+                # snd_be's report that catches the end runs past the data.
+                self._event(now, past=self.period_sz // 2 if self.sndbe else 0)
             if not self.dry:
                 self.dry = True
                 self.on_request_notify(now)  # notifications wanted again (and a last look)
             self._anchor(now)
             return
         self.dry = False
-        if self.done // cad != old // cad or self.evt_owed:
+        if self.sndbe:
+            if now >= self.next_tick:
+                self.next_tick = max(self.next_tick + self._tick(), now)
+                self._event(now)
+        elif self.done // cad != old // cad or self.evt_owed:
             if now - self.last_evt_t >= self._event_interval():
                 self._event(now)
             else:
@@ -544,6 +605,12 @@ class BackendStream:
             return None  # dry: the next WRITE wakes us
         if not self.dev.backend.options.paced:
             return 0.0
+        if self.sndbe:
+            play = math.inf
+            if not self.cfg.is_capture:  # play out to the end of the data in time
+                play = self.anchor_t + (self.written // self.info.frame_bytes
+                                        - self.anchor_frames) / self.info.rate
+            return min(self.next_tick, play)
         cad = self._cadence()
         next_b = (self.done // cad + 1) * cad
         if not self.cfg.is_capture:
@@ -561,6 +628,14 @@ class BackendStream:
 
     def _record(self, start: int, end: int) -> None:
         assert self.buffer is not None
+        if self.sndbe:  # into the host's buffer; READ copies it over
+            self.fifo += self.source.read(end - start)
+            drop = len(self.fifo) - 2 * self.buffer_sz
+            if drop > 0:  # the host buffer overflows: the oldest go
+                del self.fifo[:drop]
+                self.fifo_pos += drop
+            self.done = end
+            return
         start = max(start, end - self.buffer_sz)  # a late tick overwrites, like hardware
         for off, n in wrap_pieces(start, end - start, self.buffer_sz):
             self.buffer.buf[off:off + n] = self.source.read(n)
@@ -569,13 +644,14 @@ class BackendStream:
     def _event_interval(self) -> float:
         return 1.0 / self.dev.backend.options.limits.max_event_rate
 
-    def _event(self, now: float) -> None:
+    def _event(self, now: float, past: int = 0) -> None:
         if self.evt is None:
             return
         self.last_evt_pos = self.done
         self.last_evt_t = now
         self.evt_owed = False
-        slot = sndif.encode_event(CurPosEvt(self.evt_id, self.done))
+        pos = self.done + past + (self.base if self.sndbe else 0)
+        slot = sndif.encode_event(CurPosEvt(self.evt_id, pos))
         self.evt_id = (self.evt_id + 1) & 0xFFFF
         if not self.evt.put_event(slot):
             logger.debug("%s: event page full, CUR_POS dropped", self.label)
