@@ -6,6 +6,7 @@ poll readiness, delay and boundary wrap, without alsa-lib in the way."""
 from __future__ import annotations
 
 import errno
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -13,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from alsa_pvplug.backend.wavfile import read_wav
-from alsa_pvplug.errors import LocalProtocolError, PvSndError, Xrun
+from alsa_pvplug.errors import BackendError, LocalProtocolError, PvSndError, Xrun
 from alsa_pvplug.glue import alsa
 from alsa_pvplug.glue.harness import LONG_MAX, IoplugHarness, State, default_boundary
 from alsa_pvplug.protocol.sndif import PcmFormat
@@ -508,3 +509,94 @@ def test_boundary_wrap(rig: Rig, capture: bool) -> None:
     else:
         h.drain()
         same_audio(rig.played(h), data)
+
+
+# -- the data path: copies that return, answers that come later ---------------
+
+def _hostile_rig(tmp_path: Path, mode: str) -> tuple[Sim, Proc]:
+    sim = Sim(tmp_path)
+    be = Proc([sys.executable, str(Path(__file__).parent / "hostile_backend.py"),
+               str(sim.dir), mode], tmp_path / "hostile.log")
+    return sim, be
+
+
+def test_write_failure_surfaces_on_the_next_callback(tmp_path: Path) -> None:
+    """transfer returns before the WRITE is answered; the failed answer (-EIO)
+    is the error of the callback that takes it, with the backend's status."""
+    sim, be = _hostile_rig(tmp_path, "fail-write")
+    try:
+        h = IoplugHarness(transport="sim", sim_dir=sim.dir, domid=1, timeout=2)
+        h.hw_params(FMT, CH, RATE, period=1024, buffer=8192)
+        t0 = time.monotonic()
+        h.writei(signal(1024))  # two WRITEs (one a period), answered fine
+        h.writei(signal(1024, seed=3))
+        assert time.monotonic() - t0 < 0.5  # copies, no waiting on the backend
+        h.writei(signal(1024, seed=2))  # the third WRITE fails at the backend
+        deadline = time.monotonic() + 2
+        while h.last_error is None and time.monotonic() < deadline:
+            try:
+                h.avail_update()
+            except PvSndError as exc:
+                h.last_error = exc
+                break
+            h.poll(0.01)  # (poll_revents records its error in last_error)
+        err = h.last_error
+        assert isinstance(err, BackendError), err
+        assert err.status == -errno.EIO and "WRITE of frames 2048..3072" in str(err), err
+        h.close()
+    finally:
+        be.stop()
+        sim.proc.stop()
+
+
+def test_drain_waits_for_outstanding_writes(tmp_path: Path) -> None:
+    """WRITE answers 0.2 s late: writei does not wait for them, drain does
+    (and for the playing of what they carried)."""
+    sim, be = _hostile_rig(tmp_path, "slow-write")
+    try:
+        h = IoplugHarness(transport="sim", sim_dir=sim.dir, domid=1, timeout=2)
+        h.hw_params(FMT, CH, RATE, period=1024, buffer=4096)
+        h.sw_params(start_threshold=4096)  # (a START would wait behind the WRITE)
+        t0 = time.monotonic()
+        h.writei(signal(1024))
+        wrote = time.monotonic() - t0
+        h.drain()
+        drained = time.monotonic() - t0
+        assert wrote < 0.15 <= 0.2 <= drained, (wrote, drained)
+        assert h.pcm.stream.acked == h.pcm.stream.appl == 1024
+        h.close()
+    finally:
+        be.stop()
+        sim.proc.stop()
+
+
+def test_rewind_after_a_coalesced_write_plays_the_new_frames(rig: Rig) -> None:
+    """Frames written in pieces smaller than a period are announced in one
+    WRITE; rewinding over them and writing again replaces them at the backend."""
+    h = rig.open()
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=16384)
+    h.sw_params(start_threshold=16384)  # played only at the drain: no race with the writes
+    first = signal(8000, seed=20)
+    for i in range(0, 8000, 100):  # 100-frame pieces: coalesced
+        h.writei(first[i * FB:(i + 100) * FB])
+    assert h.pcm.stream.sent < 8000 or len(h.pcm.stream._ranges) < 80
+    h.rewind(2000)
+    second = signal(2000, seed=21)
+    h.writei(second)
+    h.drain()
+    same_audio(rig.played(h), first[:6000 * FB] + second)
+
+
+def test_capture_reads_ahead_of_the_application(rig: Rig) -> None:
+    """READs go out as the backend reports captured frames, before readi asks;
+    readi then copies without waiting, and the data is right from frame 0."""
+    h = rig.open(capture=True)
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=8192)
+    h.start()
+    st = h.pcm.stream
+    wait_for(h, lambda: st.confirmed >= 4096, 2, "READs answered before any readi")
+    assert st.read_sent >= st.confirmed >= 4096 and st.appl == 0
+    t0 = time.monotonic()
+    got = h.readi(4096)
+    assert time.monotonic() - t0 < 0.05, "readi waited although the data was confirmed"
+    same_audio(got, SOURCE[:4096 * FB])

@@ -546,6 +546,8 @@ class BackendStream:
             return
         if self.ring is not None and self._polls_ring() and self.ring.has_unconsumed():
             self.on_request_notify(now)
+            if not self.running or self.buffer is None:
+                return  # what came was a STOP, a PAUSE or a CLOSE
         old = self.done
         target = self._target(now)
         if self.cfg.is_capture:

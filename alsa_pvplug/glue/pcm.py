@@ -500,10 +500,9 @@ class PvPcm:
                     self._next_full = now + FULL_SYNC_INTERVAL
                 now = self._sync(now, full=full)
                 self._check(now)
-            except PvSndError as exc:
-                logger.warning("%s: %s", self.stream.name, exc)
-                self._arm(1.0)  # stay readable
-                return alsa.POLLERR
+            except PvSndError:
+                self._arm(1.0)  # stay readable: the poller is to look at us
+                raise  # the caller's POLLERR, with the reason
             if m.state == PcmState.XRUN:
                 return alsa.POLLERR
             ready = m.ready(self._drained())
