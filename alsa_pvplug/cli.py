@@ -67,7 +67,8 @@ def cmd_backend(args: argparse.Namespace) -> int:
         max_event_rate=args.max_event_rate or rates.max_event_rate)
     backend = Backend(transport, parse_sink(args.sink), parse_source(args.source),
                       BackendOptions(paced=not args.unpaced, pos_frames=args.pos_frames,
-                                     limits=limits, compat=args.compat))
+                                     limits=limits, compat=args.compat,
+                                     clock_ppm=args.clock_ppm))
     signal.signal(signal.SIGTERM, lambda *_: backend.stop())
     signal.signal(signal.SIGINT, lambda *_: backend.stop())
     try:
@@ -227,10 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--transport", choices=("sim", "xen"), default="sim")
     b.add_argument("--sim-dir", help="the simulator's directory (transport sim)")
     b.add_argument("--domid", type=int, default=0, help="our domain (default 0)")
-    b.add_argument("--sink", default="null", help="null | wav:DIR | alsa:DEVICE")
-    b.add_argument("--source", default="sine:440", help="null | wav:FILE | sine:FREQ | alsa:DEVICE")
+    b.add_argument("--sink", default="null", help="null | wav:DIR | alsa:DEVICE | loop")
+    b.add_argument("--source", default="sine:440",
+                   help="null | wav:FILE | sine:FREQ | alsa:DEVICE | loop")
     b.add_argument("--unpaced", action="store_true", help="do not pace to the clock")
     b.add_argument("--pos-frames", type=int, help="send CUR_POS at least every N frames")
+    b.add_argument("--clock-ppm", type=float, default=0.0, metavar="N",
+                   help="pace N ppm off our clock (+: faster), as a sound card's crystal "
+                   "runs: for testing drift (paced sinks and sources)")
     b.add_argument("--compat", choices=("sndbe",),
                    help="behave as xen-troops snd_be does (READ fills the buffer, positions "
                    "from OPEN, millisecond report timer, wide HW_PARAM_QUERY, OPEN refusals)")

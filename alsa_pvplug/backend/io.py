@@ -2,8 +2,12 @@
 
 A spec string picks one (``pvplug backend --sink wav:DIR --source sine:440``):
 
-- sinks: ``null``, ``wav:DIR`` (one file per OPEN), ``alsa:DEVICE``;
-- sources: ``null`` (silence), ``wav:FILE``, ``sine:FREQ``, ``alsa:DEVICE``.
+- sinks: ``null``, ``wav:DIR`` (one file per OPEN), ``alsa:DEVICE``, ``loop``;
+- sources: ``null`` (silence), ``wav:FILE``, ``sine:FREQ``, ``alsa:DEVICE``, ``loop``.
+
+``loop`` (as sink and source together) is a loopback cable per card: what a
+guest plays on a card's playback stream is what the card's capture stream
+records, as late as it waited in between.
 
 Each OPEN gets its own instance through ``open(info, label)``; an instance
 that cannot take the stream's format raises ConfigError, which the backend
@@ -288,7 +292,62 @@ class _AlsaInstance:
         self.pcm.close()  # type: ignore[attr-defined]
 
 
-def parse_sink(spec: str) -> NullSink | WavDirSink | AlsaDevice:
+class Loopback:
+    """One FIFO per card (``dom<F>-vsnd<D>`` of the stream label): the sink's
+    writes go in, the source's reads come out (silence while it is empty, or
+    when the formats differ).  Bounded: a card nobody records from keeps the
+    last ``MAX_SECONDS``."""
+
+    MAX_SECONDS = 2.0
+
+    def __init__(self, capture: bool, cards: dict[str, "_LoopFifo"]) -> None:
+        self.capture = capture
+        self.cards = cards
+
+    def open(self, info: WavInfo, label: str) -> "_LoopEnd":
+        card = "-".join(label.split("-")[:2])
+        fifo = self.cards.get(card)
+        if fifo is None or (not self.capture and fifo.info != info):
+            fifo = self.cards[card] = _LoopFifo(info)
+        return _LoopEnd(fifo, info, self.capture)
+
+
+class _LoopFifo:
+    def __init__(self, info: WavInfo) -> None:
+        self.info = info
+        self.data = bytearray()
+
+
+class _LoopEnd:
+    def __init__(self, fifo: _LoopFifo, info: WavInfo, capture: bool) -> None:
+        self.fifo, self.info, self.capture = fifo, info, capture
+
+    def write(self, data: bytes | memoryview) -> None:
+        d = self.fifo.data
+        d += data
+        limit = int(Loopback.MAX_SECONDS * self.info.rate) * self.info.frame_bytes
+        if len(d) > limit:
+            del d[:len(d) - limit]
+
+    def read(self, nbytes: int) -> bytes:
+        if self.fifo.info != self.info:
+            return silence(self.info.format, nbytes)
+        d = self.fifo.data
+        chunk = bytes(d[:nbytes])
+        del d[:nbytes]
+        return chunk + silence(self.info.format, nbytes - len(chunk))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+_LOOP_CARDS: dict[str, _LoopFifo] = {}
+
+
+def parse_sink(spec: str) -> NullSink | WavDirSink | AlsaDevice | Loopback:
     kind, _, arg = spec.partition(":")
     if kind == "null":
         return NullSink()
@@ -296,10 +355,13 @@ def parse_sink(spec: str) -> NullSink | WavDirSink | AlsaDevice:
         return WavDirSink(arg)
     if kind == "alsa" and arg:
         return AlsaDevice(arg, capture=False)
-    raise ConfigError(f"bad sink {spec!r}: use null, wav:DIR or alsa:DEVICE", key="sink", value=spec)
+    if spec == "loop":
+        return Loopback(capture=False, cards=_LOOP_CARDS)
+    raise ConfigError(f"bad sink {spec!r}: use null, wav:DIR, alsa:DEVICE or loop", key="sink",
+                      value=spec)
 
 
-def parse_source(spec: str) -> SilenceSource | WavFileSource | SineSource | AlsaDevice:
+def parse_source(spec: str) -> SilenceSource | WavFileSource | SineSource | AlsaDevice | Loopback:
     kind, _, arg = spec.partition(":")
     if kind == "null":
         return SilenceSource()
@@ -312,5 +374,7 @@ def parse_source(spec: str) -> SilenceSource | WavFileSource | SineSource | Alsa
             pass
     if kind == "alsa" and arg:
         return AlsaDevice(arg, capture=True)
-    raise ConfigError(f"bad source {spec!r}: use null, wav:FILE, sine:FREQ or alsa:DEVICE",
+    if spec == "loop":
+        return Loopback(capture=True, cards=_LOOP_CARDS)
+    raise ConfigError(f"bad source {spec!r}: use null, wav:FILE, sine:FREQ, alsa:DEVICE or loop",
                       key="source", value=spec)

@@ -87,6 +87,7 @@ class BackendOptions:
     #: "sndbe": behave as xen-troops snd_be does (SNDBE_COMPAT), so the suite
     #: covers a backend that is not ours
     compat: str | None = None
+    clock_ppm: float = 0.0  # the paced clock runs this many ppm off CLOCK_MONOTONIC
 
 
 #: What ``--compat sndbe`` changes (sndif-protocol notes, section 7.2/11):
@@ -532,8 +533,14 @@ class BackendStream:
         assert self.info is not None
         if not self.dev.backend.options.paced:
             return self.written if not self.cfg.is_capture else self.read_pos + self.buffer_sz
-        frames = self.anchor_frames + math.floor((now - self.anchor_t) * self.info.rate)
+        frames = self.anchor_frames + math.floor((now - self.anchor_t) * self._clock_rate())
         return frames * self.info.frame_bytes
+
+    def _clock_rate(self) -> float:
+        """Frames a second by our clock: the nominal rate, or off by
+        ``--clock-ppm`` as a sound card's crystal is."""
+        assert self.info is not None
+        return self.info.rate * (1 + self.dev.backend.options.clock_ppm * 1e-6)
 
     def _cadence(self) -> int:
         fb = self.info.frame_bytes if self.info else 1
@@ -611,14 +618,14 @@ class BackendStream:
             play = math.inf
             if not self.cfg.is_capture:  # play out to the end of the data in time
                 play = self.anchor_t + (self.written // self.info.frame_bytes
-                                        - self.anchor_frames) / self.info.rate
+                                        - self.anchor_frames) / self._clock_rate()
             return min(self.next_tick, play)
         cad = self._cadence()
         next_b = (self.done // cad + 1) * cad
         if not self.cfg.is_capture:
             next_b = min(next_b, self.written)
         frames = -(-next_b // self.info.frame_bytes)
-        return self.anchor_t + (frames - self.anchor_frames) / self.info.rate
+        return self.anchor_t + (frames - self.anchor_frames) / self._clock_rate()
 
     def _play(self, start: int, end: int) -> None:
         if start == 0:  # wall time: comparable with the guest's (Xen's wallclock)
