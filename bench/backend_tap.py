@@ -32,10 +32,11 @@ def main() -> int:
         info = self.info
         if info is not None:
             frames = self.done // info.frame_bytes
-            ideal = self.anchor_t + (frames - self.anchor_frames) / info.rate
+            rate = self._clock_rate() if hasattr(self, "_clock_rate") else info.rate
+            ideal = self.anchor_t + (frames - self.anchor_frames) / rate
             cad = self._cadence() // info.frame_bytes
             edge = max(frames // cad * cad, self.anchor_frames)
-            due = self.anchor_t + (edge - self.anchor_frames) / info.rate
+            due = self.anchor_t + (edge - self.anchor_frames) / rate
             log.append((t, frames, int(ideal * 1e9), int(due * 1e9)))
         orig(self, *args)
 

@@ -18,6 +18,7 @@
  *   sample: value = hw, extra = duration of the null call (ns)
  *   write:  value = frames written, extra = writei's return
  *   error:  value = the negative errno (the stream is prepared again, seg++)
+ *   delay (kind 3, every 16th iteration): value = snd_pcm_delay()
  * One summary line goes to stdout.  Exit status 0 unless setup failed.
  */
 #define _GNU_SOURCE
@@ -254,6 +255,12 @@ int main(int argc, char **argv)
 		}
 		add(0, seg, t0, t1, appl - ((int64_t)buffer - av), n1 - n0, appl);
 		samples++;
+		if (samples % 16 == 0) {
+			snd_pcm_sframes_t d = 0;
+			int64_t d0 = now_ns();
+			if (snd_pcm_delay(pcm, &d) == 0)
+				add(3, seg, d0, now_ns(), d, 0, appl);
+		}
 		if ((snd_pcm_uframes_t)av >= period) {
 			int64_t w0 = now_ns();
 			snd_pcm_sframes_t n = write_some(pcm, period);

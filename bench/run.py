@@ -171,6 +171,18 @@ def analyze(recs: np.ndarray, tap: np.ndarray | None, rate: int, warmup: float,
         # at the end of the call (1 frame of rounding allowed).
         ahead_be = y - (ia + ib * t1[keep])
         bad = ahead_be > 1
+        out["fit_vs_backend_ppm"] = (b / ib - 1) * 1e6
+        dl = recs[(recs["kind"] == 3) & (recs["seg"] == seg)]
+        if len(dl):
+            # snd_pcm_delay against what the backend truly holds: what was
+            # written minus where its own clock is.
+            td = ((dl["t0"] + dl["t1"]) / 2 - origin) / 1e9
+            ok_d = td >= warmup
+            err = (dl["value"] - (dl["appl"] - (ia + ib * td)))[ok_d] / rate * 1000
+            if len(err):
+                out["delay_error_ms"] = {"max_abs": float(np.abs(err).max()),
+                                         "p99_abs": _pct(np.abs(err), 99),
+                                         "mean": float(err.mean()), "n": int(len(err))}
         out["ahead_of_backend"] = {"samples": int(bad.sum()),
                                    "max_frames": float(max(ahead_be.max(), 0.0)),
                                    "first_s": float(t[bad][0]) if bad.any() else None}
@@ -197,7 +209,7 @@ def analyze(recs: np.ndarray, tap: np.ndarray | None, rate: int, warmup: float,
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="pvplug-bench-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    be_args = ["--sink", "null"]
+    be_args = ["--sink", "null"] + (["--clock-ppm", str(args.clock_ppm)] if args.clock_ppm else [])
     tap_file = work / "curpos.npy"
     try:
         with System(args.repo, work=work / "system", backend_args=None, rt=args.rt) as sysm:
@@ -279,6 +291,11 @@ def print_table(r: dict[str, Any]) -> None:
         print(f"    CUR_POS sent after its period boundary by median {bl['median']:.0f} us, "
               f"p99 {bl['p99']:.0f} us, max {bl['max']:.0f} us")
         ah, ab = r["hw_ahead_of_report_frames"], r["ahead_of_backend"]
+        print(f"    fitted rate against the backend's clock: {r['fit_vs_backend_ppm']:+.2f} ppm")
+        if "delay_error_ms" in r:
+            de = r["delay_error_ms"]
+            print(f"    snd_pcm_delay - the backend's true queue: max |{de['max_abs']:.3f}| ms, "
+                  f"p99 {de['p99_abs']:.3f} ms, mean {de['mean']:+.3f} ms ({de['n']} samples)")
         print(f"    hw - last CUR_POS sent: {ah['min']:.0f} .. {ah['max']:.0f} frames; "
               f"samples ahead of the backend's clock (> 1 frame at the call's end): "
               f"{ab['samples']}, by up to {ab['max_frames']:.1f} frames")
@@ -312,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rt", type=int, default=0, metavar="PRIO",
                    help="run the sim, the backend and the client SCHED_FIFO at PRIO "
                         "(isolates the measurement from other load; needs privileges)")
+    p.add_argument("--clock-ppm", type=float, default=0.0,
+                   help="the backend's clock runs this far off ours (pvplug backend --clock-ppm)")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--workdir", help="keep everything here (default: a temp dir, removed)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir")

@@ -186,28 +186,36 @@ def _alsa_format(fmt: PcmFormat) -> int:
 
 
 class AlsaDevice:
-    """A real ALSA device through pyalsaaudio (>= 0.10), non-blocking (the
-    loop paces): a sink for playback streams, a source for capture streams."""
+    """A real ALSA device through pyalsaaudio (>= 0.10), non-blocking: a sink
+    for playback streams, a source for capture streams.
 
-    #: the device buffer: we hand over a whole period at a time, so it must
-    #: hold more than the longest period a guest may choose
-    PERIOD_SECONDS = 0.05
-    PERIODS = 32
+    Device-clocked: the stream is paced by the device, not by our clock.  Its
+    buffer is sized from the guest's period (``DEVICE_PERIODS`` of them, no
+    cushion), the backend hands it data as it makes room, and the position
+    it reports (CUR_POS) is the device's: frames handed over minus those
+    still in its buffer (playback), frames read from it (capture).  Any ALSA
+    device name works: ``alsa:plughw:0,0``, ``alsa:pulse``, ``alsa:pipewire``.
+    """
+
+    #: the device's buffer, in guest periods: what it adds to the latency
+    DEVICE_PERIODS = 3
+    #: the device period is the guest's, but not shorter than this (frames)
+    MIN_PERIOD_FRAMES = 64
 
     def __init__(self, device: str, capture: bool) -> None:
         self.device = device
         self.capture = capture
 
-    def open(self, info: WavInfo, label: str) -> "_AlsaInstance":
+    def open(self, info: WavInfo, label: str, period_frames: int = 1024) -> "_AlsaInstance":
         import alsaaudio
 
+        period = max(self.MIN_PERIOD_FRAMES, period_frames)
         try:
             pcm = alsaaudio.PCM(alsaaudio.PCM_CAPTURE if self.capture else alsaaudio.PCM_PLAYBACK,
                                 alsaaudio.PCM_NONBLOCK, device=self.device,
                                 channels=info.channels, rate=info.rate,
                                 format=_alsa_format(info.format),
-                                periodsize=max(64, int(info.rate * self.PERIOD_SECONDS)),
-                                periods=self.PERIODS)
+                                periodsize=period, periods=self.DEVICE_PERIODS)
         except TypeError as exc:  # Debian bookworm's python3-alsaaudio is 0.8.4
             raise ConfigError(f"alsa:{self.device} needs pyalsaaudio >= 0.10 ({exc})",
                               key="device", value=self.device) from None
@@ -218,77 +226,76 @@ class AlsaDevice:
 
 
 class _AlsaInstance:
-    MAX_QUEUED_SECONDS = 2.0  # beyond this the device is slower than our clock: drop
-    # We hand over a period at a time, when the clock says it was played; the
-    # device would drain each one just as the next arrives.  A cushion of
-    # silence in front keeps it fed through that and through our jitter.
-    CUSHION_SECONDS = 0.3
+    device_clocked = True
 
     def __init__(self, pcm: object, info: WavInfo, capture: bool) -> None:
         self.pcm, self.info, self.capture = pcm, info, capture
-        self.dropped = 0
-        self._queued = bytearray()  # what the device did not take yet
-        self._started = False
+        got = pcm.info()  # type: ignore[attr-defined]
+        self.buffer_frames = int(got.get("buffer_size", 0)) or 4096
+        self.period_frames = int(got.get("period_size", 0)) or 1024
+        self.handed = 0     # frames given to (playback) or taken from (capture) the device
+        self.xruns = 0
+        self._pending = b""  # what a short write left
 
-    def _push(self) -> None:
-        fb = self.info.frame_bytes
-        while len(self._queued) >= fb:
-            n = len(self._queued) // fb * fb
-            written = self.pcm.write(bytes(self._queued[:n]))  # type: ignore[attr-defined]
-            if written <= 0:
-                break  # full (or an xrun, which the next write recovers)
-            del self._queued[:written * fb]
+    def latency_frames(self) -> int:
+        """What the device adds between our position and its output."""
+        return self.buffer_frames
+
+    def room(self) -> int:
+        """Octets the device takes (playback) or has (capture) now."""
+        try:
+            avail = int(self.pcm.avail())  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - an xrun: the next write/read recovers
+            avail = self.buffer_frames
+        if avail < 0:  # -EPIPE: the device ran dry (or over)
+            self.xruns += 1
+            avail = self.buffer_frames
+        return min(avail, self.buffer_frames) * self.info.frame_bytes - len(self._pending)
+
+    def position(self) -> int:
+        """Octets the device has played (playback: handed minus still queued
+        in it) or captured and we read (capture)."""
+        if self.capture:
+            return self.handed * self.info.frame_bytes
+        queued = self.buffer_frames - min(self.buffer_frames, self.room() // self.info.frame_bytes)
+        return max(0, self.handed - queued) * self.info.frame_bytes
 
     def write(self, data: bytes | memoryview) -> None:
-        if not self._started:
-            self._started = True
-            frames = int(self.CUSHION_SECONDS * self.info.rate)
-            self._queued += silence(self.info.format, frames * self.info.frame_bytes)
-        self._queued += data
-        self._push()
-        limit = int(self.MAX_QUEUED_SECONDS * self.info.rate) * self.info.frame_bytes
-        if len(self._queued) > limit:
-            self.dropped += (len(self._queued) - limit) // self.info.frame_bytes
-            del self._queued[:len(self._queued) - limit]
+        fb = self.info.frame_bytes
+        buf = self._pending + bytes(data)
+        written = self.pcm.write(buf) if buf else 0  # type: ignore[attr-defined]
+        if written < 0:  # an xrun: pyalsaaudio prepared it; try once more
+            self.xruns += 1
+            written = self.pcm.write(buf)  # type: ignore[attr-defined]
+        written = max(0, written)
+        self._pending = buf[written * fb:]
+        self.handed += written
 
     def read(self, nbytes: int) -> bytes:
         got = bytearray()
         while len(got) < nbytes:
             n, data = self.pcm.read()  # type: ignore[attr-defined]
-            if n <= 0:
+            if n < 0:
+                self.xruns += 1
+                continue
+            if n == 0:
                 break
             got += data
+        self.handed += len(got) // self.info.frame_bytes
         fill = silence_byte(self.info.format)
         return bytes(got[:nbytes]) + bytes([fill]) * max(0, nbytes - len(got))
 
     def flush(self) -> None:
-        self._queued.clear()  # STOP: what was not played is dropped
-        self._started = False
+        """STOP: what the device still holds is dropped."""
+        try:
+            self.pcm.drop()  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - already stopped
+            pass
+        self._pending = b""
 
     def close(self) -> None:
-        # Hand over what is queued (bounded by its duration), then let the
-        # device play out its buffer.
-        import time
-
-        rate_bytes = self.info.rate * self.info.frame_bytes
-        deadline = time.monotonic() + len(self._queued) / rate_bytes + 1.0
-        while self._queued and time.monotonic() < deadline:
-            self._push()
-            if self._queued:
-                time.sleep(AlsaDevice.PERIOD_SECONDS / 2)
-        if not self.capture:
-            # Nonblocking, drain() would not wait: let the device buffer play out.
-            buffer_bytes = AlsaDevice.PERIODS * int(self.info.rate * AlsaDevice.PERIOD_SECONDS) \
-                * self.info.frame_bytes
-            deadline = time.monotonic() + buffer_bytes / rate_bytes + 0.5
-            while time.monotonic() < deadline:
-                try:
-                    free = self.pcm.avail() * self.info.frame_bytes  # type: ignore[attr-defined]
-                except Exception:  # noqa: BLE001 - xrun: nothing left to play
-                    break
-                if free >= buffer_bytes or free < 0:
-                    break
-                time.sleep(AlsaDevice.PERIOD_SECONDS)
+        # The guest drained to the device's own position before CLOSE, so
+        # there is nothing to play out here (and no waiting in the loop).
         self.pcm.close()  # type: ignore[attr-defined]
 
 

@@ -58,6 +58,7 @@ from ..protocol.xenbus import (
 )
 from ..transport.base import EventChannel, GrantMapper, SharedPages, Transport
 from ..transport.memory import NativeIndexOps
+from .io import AlsaDevice
 from .limits import StreamLimits, TokenBucket
 from .wavfile import WavInfo
 
@@ -149,6 +150,7 @@ class BackendStream:
         self.period_sz = 0
         self.sink: Any = None
         self.source: Any = None
+        self.device: Any = None
         self._reset_positions()
 
     def _reset_positions(self) -> None:
@@ -337,14 +339,23 @@ class BackendStream:
                                 f"{limits.min_period_us} us (--min-period-us)")
         info = WavInfo(fmt, req.pcm_channels, req.pcm_rate)
         buffer, dirs = self._map_buffer(req.gref_directory, req.buffer_sz)
+        opener = self.dev.backend.source if cfg.is_capture else self.dev.backend.sink
+        extra = {"period_frames": req.period_sz // fb} if isinstance(opener, AlsaDevice) else {}
         try:
-            if cfg.is_capture:
-                self.source = self.dev.backend.source.open(info, self.label)
-            else:
-                self.sink = self.dev.backend.sink.open(info, self.label)
+            end = opener.open(info, self.label, **extra)
         except (ConfigError, OSError) as exc:
             self.dev.backend.unmap_all([buffer, *dirs])
             raise RequestFailed(-errno.EINVAL, str(exc)) from None
+        if cfg.is_capture:
+            self.source = end
+        else:
+            self.sink = end
+        #: a device with a clock of its own paces the stream and says where it is
+        self.device = end if getattr(end, "device_clocked", False) else None
+        if self.device is not None:
+            logger.info("%s: device-clocked; the device adds %d frames (%.1f ms) of latency",
+                        self.label, self.device.latency_frames(),
+                        1000 * self.device.latency_frames() / info.rate)
         self.buffer, self.dir_maps, self.info = buffer, dirs, info
         self.buffer_sz, self.period_sz = req.buffer_sz, req.period_sz
         self.opened = True
@@ -531,6 +542,8 @@ class BackendStream:
     def _target(self, now: float) -> int:
         """Octets the clock says should be done by ``now``."""
         assert self.info is not None
+        if self.device is not None:  # as far as the device takes (has)
+            return self.done + max(0, self.device.room())
         if not self.dev.backend.options.paced:
             return self.written if not self.cfg.is_capture else self.read_pos + self.buffer_sz
         frames = self.anchor_frames + math.floor((now - self.anchor_t) * self._clock_rate())
@@ -565,6 +578,9 @@ class BackendStream:
             if new > old:
                 self._play(old, new)
         cad = self._cadence()
+        if self.device is not None and not self.cfg.is_capture:
+            self._step_device(now, cad)
+            return
         if not self.cfg.is_capture and self.done >= self.written:
             # Dry: report where playback stopped (the tail of a drain is
             # rarely a whole period), then restart the clock when data comes.
@@ -589,6 +605,23 @@ class BackendStream:
         if self.cfg.is_capture:
             self.process_pending(now)
 
+    def _step_device(self, now: float, cad: int) -> None:
+        """Playback on a device-clocked sink: CUR_POS is what the device has
+        played; dry once it has played everything written."""
+        assert self.device is not None
+        pos = self.device.position()
+        last = self.last_evt_pos if self.last_evt_pos is not None else 0
+        if pos >= self.written:
+            if self.last_evt_pos != pos:
+                self._event(now, pos=pos)
+            if not self.dry:
+                self.dry = True
+                self.on_request_notify(now)
+            return
+        self.dry = False
+        if pos // cad != last // cad:
+            self._event(now, pos=pos)
+
     def deadline(self) -> float | None:
         """``next_deadline()``; None, and this device closed, if that fails."""
         try:
@@ -610,6 +643,16 @@ class BackendStream:
     def _step_deadline(self) -> float | None:
         if not self.running or self.info is None:
             return None
+        if self.device is not None:
+            # The device's clock: look again at its next period boundary as
+            # its position predicts it, at least every half period.
+            if not self.cfg.is_capture and self.dry:
+                return None
+            cad = self._cadence()
+            pos = self.device.position() if not self.cfg.is_capture else self.done
+            ahead = (cad - pos % cad) / self.info.frame_bytes / self.info.rate
+            half = self.period_sz / self.info.frame_bytes / self.info.rate / 2
+            return time.monotonic() + max(0.0005, min(ahead, half))
         if not self.cfg.is_capture and self.done >= self.written:
             return None  # dry: the next WRITE wakes us
         if not self.dev.backend.options.paced:
@@ -653,13 +696,14 @@ class BackendStream:
     def _event_interval(self) -> float:
         return 1.0 / self.dev.backend.options.limits.max_event_rate
 
-    def _event(self, now: float, past: int = 0) -> None:
+    def _event(self, now: float, past: int = 0, pos: int | None = None) -> None:
         if self.evt is None:
             return
-        self.last_evt_pos = self.done
+        pos = self.done if pos is None else pos
+        self.last_evt_pos = pos
         self.last_evt_t = now
         self.evt_owed = False
-        pos = self.done + past + (self.base if self.sndbe else 0)
+        pos = pos + past + (self.base if self.sndbe else 0)
         slot = sndif.encode_event(CurPosEvt(self.evt_id, pos))
         self.evt_id = (self.evt_id + 1) & 0xFFFF
         if not self.evt.put_event(slot):

@@ -38,6 +38,8 @@ MIN_SPAN = 1.0
 #: fitted rates beyond this far from nominal are not believed (a card's
 #: crystal is within a few hundred ppm; this is 0.2 %)
 MAX_SKEW = 2e-3
+#: seconds over which a new rate estimate is taken in (a low-pass filter)
+RATE_SMOOTHING = 5.0
 #: new points between full rebuilds of the hull (amortised O(1) per report)
 _REBUILD_EVERY = 64
 
@@ -80,6 +82,7 @@ class PositionClock:
         #: the line p = slope * t + intercept
         self.slope = float(rate)
         self.intercept = 0.0
+        self._rate_t: float | None = None  # when the rate estimate was last taken in
 
     # -- state ---------------------------------------------------------------
     def restart(self, position: int, now: float) -> None:
@@ -140,6 +143,7 @@ class PositionClock:
     def _fit(self) -> None:
         hull = self._hull
         r = float(self.rate)
+        now = hull[-1][0] if hull else 0.0
         if len(hull) >= 2 and hull[-1][0] - hull[0][0] >= MIN_SPAN:
             mean_t = self._hull_sum_t / self._hull_n
             lo, hi = 0, len(hull) - 1
@@ -150,15 +154,35 @@ class PositionClock:
                 else:
                     hi = mid
             (t0, p0), (t1, p1) = hull[lo], hull[hi]
-            if t1 > t0:
-                slope = (p1 - p0) / (t1 - t0)
-                if abs(slope / r - 1) <= MAX_SKEW:
-                    self.slope = slope
-                    self.intercept = p0 - slope * t0
-                    return
-        # Too little to fit a rate: the nominal one, as high as the points allow.
-        self.slope = r
-        self.intercept = max(p - r * t for t, p in (hull or self._pts))
+            if t1 > t0 and abs((p1 - p0) / (t1 - t0) / r - 1) <= MAX_SKEW:
+                # The LP's rate, low-passed: one edge of the hull gives way to
+                # the next as points come and go, and a line that changed slope
+                # with each would step.
+                lp_rate = (p1 - p0) / (t1 - t0)
+                if self._rate_t is None:
+                    self.slope = lp_rate
+                else:
+                    # Faster while the points span little (a young estimate
+                    # is worth less than the next one), RATE_SMOOTHING later.
+                    tau = min(RATE_SMOOTHING, (hull[-1][0] - hull[0][0]) / 2)
+                    k = min(1.0, max(0.0, now - self._rate_t) / tau)
+                    self.slope += (lp_rate - self.slope) * k
+                self._rate_t = now
+        # (Too little to fit: the last rate found, the nominal one at first:
+        # a card keeps its rate across a restart.)
+        # The tightest line of that slope above every point: through the hull
+        # vertex where the edges' slopes cross it (the max of p - slope * t).
+        pts = hull or list(self._pts)
+        lo, hi = 0, len(pts) - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            (ta, pa), (tb, pb) = pts[mid], pts[mid + 1]
+            if pb - pa >= self.slope * (tb - ta):
+                lo = mid + 1
+            else:
+                hi = mid
+        t, p = pts[lo]
+        self.intercept = p - self.slope * t
 
     # -- reading -----------------------------------------------------------------
     def estimate(self, now: float, limit: int | None = None) -> int:
