@@ -17,12 +17,10 @@ The frontends, each in a forked child against dom1: the Python API
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import random
 import signal
-import struct
 import threading
 import time
 import traceback
@@ -477,6 +475,13 @@ def _api(case: dict[str, Any], sim_dir: str) -> dict[str, Any]:
         t.close()
 
 
+def _runaway(why: str, ranges: list[str]) -> dict[str, Any]:
+    res: dict[str, Any] = {"outcome": "runaway", "error": why}
+    if ranges:
+        res["also"] = [["untyped", ranges[0]]]
+    return res
+
+
 def _harness(case: dict[str, Any], sim_dir: str) -> dict[str, Any]:
     from alsa_pvplug.glue.harness import IoplugHarness
 
@@ -507,9 +512,10 @@ def _harness(case: dict[str, Any], sim_dir: str) -> dict[str, Any]:
                     got += len(data) // fb
                 except Xrun:
                     xruns += 1
+                    delay_check()  # arecord's xrun report asks for the status
                     if xruns > XRUN_LIMIT:
-                        return {"outcome": "runaway", "error": f"{xruns} xruns in a row, "
-                                f"{got} of {frames} frames read"}
+                        return _runaway(f"{xruns} xruns in a row, {got} of {frames} frames "
+                                        "read", ranges)
                     h.prepare()
                 delay_check()
         else:
@@ -523,21 +529,25 @@ def _harness(case: dict[str, Any], sim_dir: str) -> dict[str, Any]:
                         raise h.last_error
                 except Xrun:
                     xruns += 1
+                    delay_check()
                     if xruns > XRUN_LIMIT:
-                        return {"outcome": "runaway", "error": f"{xruns} xruns, "
-                                f"{done} of {frames} frames written"}
+                        return _runaway(f"{xruns} xruns, {done} of {frames} frames written",
+                                        ranges)
                     h.prepare()
                 delay_check()
             h.drain()
         if ranges:
             return {"outcome": "untyped", "error": ranges[0]}
         return {"outcome": "clean", "xruns": xruns}
+    except PvSndError as exc:
+        res = _typed(exc)
+        if ranges:
+            res["also"] = [["untyped", ranges[0]]]
+        return res
     except AssertionError as exc:  # the harness's pointer contract checks
         return {"outcome": "untyped", "error": f"pointer contract: {exc}",
                 "traceback": traceback.format_exc()[-3000:]}
     finally:
-        if ranges:
-            pass
         try:
             h.close()
         except PvSndError:
@@ -567,29 +577,32 @@ def plugin_argv(case: dict[str, Any], work: Path) -> list[str]:
             "-r", str(rate), "-s", str(frames), *common, str(work / "capture.raw")]
 
 
-def classify_client(end: Any) -> tuple[str, str]:
-    """(outcome, detail) of an aplay/arecord run (a world.ClientEnd)."""
+def classify_client(end: Any) -> list[tuple[str, str]]:
+    """[(outcome, detail), ...] of an aplay/arecord run (a world.ClientEnd)."""
     out = end.output
-    if end.killed == "cap":
-        return "runaway", f"killed after {end.total} bytes of output"
-    if end.killed == "deadline":
-        if end.total > 32 * 1024:
-            return "runaway", f"still writing at the deadline ({end.total} bytes)"
-        return "hang", f"no exit within {end.seconds:.1f} s"
+    found: list[tuple[str, str]] = []
     if "Traceback" in out or "unexpected error" in out:
-        return "untyped", _excerpt(out, ("unexpected error", "Traceback"))
-    if end.rc is not None and end.rc < 0:
-        return "signal", f"killed by signal {-end.rc}"
-    if end.rc != 0:
-        return "typed", _excerpt(out, ("pvplug:", "aplay:", "arecord:", "ALSA lib"))
-    return "clean", ""
+        found.append(("untyped", _excerpt(out, ("Error:", "unexpected error"))))
+    if end.killed == "cap":
+        found.append(("runaway", f"killed after {end.total} bytes of output: "
+                      + _excerpt(out, ("overrun", "underrun", "pvplug:"))))
+    elif end.killed == "deadline":
+        if end.total > 32 * 1024:
+            found.append(("runaway", f"still writing at the deadline ({end.total} bytes): "
+                          + _excerpt(out, ("overrun", "underrun", "pvplug:"))))
+        else:
+            found.append(("hang", f"no exit within {end.seconds:.1f} s"))
+    elif end.rc is not None and end.rc < 0:
+        found.append(("signal", f"killed by signal {-end.rc}"))
+    elif end.rc != 0 and not found:
+        found.append(("typed", _excerpt(out, ("pvplug:", "aplay:", "arecord:", "ALSA lib"))))
+    return found or [("clean", "")]
 
 
 def _excerpt(out: str, marks: tuple[str, ...]) -> str:
-    lines = [ln for ln in out.splitlines() if any(m in ln for m in marks)]
+    lines = []
+    for ln in out.splitlines():
+        if any(m in ln for m in marks) and ln not in lines:
+            lines.append(ln)
     text = " | ".join(lines[:3]) if lines else out[-300:]
     return text[:600]
-
-
-def _unused() -> None:  # keep linters quiet about names kept for plans
-    _ = (errno, struct)

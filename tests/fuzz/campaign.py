@@ -19,8 +19,7 @@ from typing import Any, Callable, Iterable
 from alsa_pvplug.backend.wavfile import read_wav
 
 from . import backend_side, guest_side, peers
-from .world import (CLI, Forked, Sub, cpu_seconds, fork_call, rss_kb, run_client, start_sim,
-                    wait_states)
+from .world import (CLI, Forked, Sub, fork_call, mem_kb, run_client, start_sim, wait_states)
 
 # Outcome classes (the issue's table), most severe first.
 CRASH = "backend crashed"
@@ -254,7 +253,8 @@ class GuestCampaign:
         self.world = GuestWorld(root, log)
         self.book = TakeBook(self.world)
         self.results: list[CaseResult] = []
-        self.rss: list[tuple[int, int, int]] = []  # (case number, backend instance, kB)
+        #: (case number, backend instance, VmRSS kB, RssAnon kB, RssShmem kB)
+        self.rss: list[tuple[int, int, int, int, int]] = []
         self.crash_causes: dict[str, int] = {}
 
     def run(self, specs: Iterable[dict[str, Any]]) -> list[CaseResult]:
@@ -276,9 +276,10 @@ class GuestCampaign:
     def _sample_rss(self, i: int) -> None:
         be = self.world.backend
         if be is not None and be.alive:
-            kb = rss_kb(be.pid)
-            if kb is not None:
-                self.rss.append((i, self.world.backend_n, kb))
+            m = mem_kb(be.pid)
+            if "VmRSS" in m:
+                self.rss.append((i, self.world.backend_n, m["VmRSS"], m.get("RssAnon", 0),
+                                 m.get("RssShmem", 0)))
 
     def run_case(self, spec: dict[str, Any]) -> CaseResult:
         w = self.world
@@ -298,6 +299,8 @@ class GuestCampaign:
                 r.add(OUTSIDE, v)
             for v in res["hangs"]:
                 r.add(HANG, v)
+            if res.get("trace"):
+                r.details.append("trace: " + " | ".join(res["trace"]))
             r.cpu = _cpu_share(res.get("cpu_windows", []))
             if r.cpu is not None and r.cpu > CPU_HOG:
                 r.add(CPU, f"backend used {r.cpu:.0%} of a CPU while the hostile stream ran")
@@ -475,7 +478,7 @@ class BackendCampaign:
         for each wait a frontend may make (connect, one request, teardown)."""
         audio = spec["frames"] / spec["geometry"]["rate"]
         startup = 2.5 if spec["driver"] in ("aplay", "arecord") else 0.5
-        return audio + 4 * (spec["timeout"] + 2.0) + startup
+        return 1.5 * audio + 3 * (spec["timeout"] + 2.0) + startup
 
     def run_case(self, spec: dict[str, Any]) -> CaseResult:
         w = self.world
@@ -489,12 +492,13 @@ class BackendCampaign:
             if spec["driver"] in ("aplay", "arecord"):
                 argv = backend_side.plugin_argv(spec, w.work)
                 end = run_client(argv, deadline, env=w.plugin_env(), cwd=w.work)
-                outcome, detail = backend_side.classify_client(end)
-                if outcome != CLEAN:
+                found = backend_side.classify_client(end)
+                if found[0][0] != "clean":
                     (logs / f"{name}-client.log").write_text(
                         f"{' '.join(argv)}\nrc {end.rc} after {end.seconds:.2f} s, "
                         f"{end.total} bytes, killed {end.killed}\n{end.output}")
-                _add_frontend(r, outcome, detail)
+                for outcome, detail in found:
+                    _add_frontend(r, outcome, detail)
             else:
                 fe = fork_call(backend_side.run_frontend, (spec, str(w.sim_dir)),
                                logs / f"{name}-frontend.log", timeout=deadline,
@@ -504,6 +508,8 @@ class BackendCampaign:
                     _add_frontend(r, res["outcome"],
                                   res.get("error", "") + ("\n" + res["traceback"]
                                                           if res.get("traceback") else ""))
+                    for outcome, detail in res.get("also", []):
+                        _add_frontend(r, outcome, detail)
                 elif fe.how == "timeout":
                     r.add(HANG, f"the frontend did not finish within {deadline:.1f} s")
                 elif fe.how == "signal":

@@ -59,6 +59,7 @@ class HStream:
         self.evt: R.EventRingFront | None = None
         self.req_port = self.evt_port = -1
         self.broken = ""        # why no answer can be expected any more
+        self.force_notify = False
         self.outstanding: list[dict[str, Any]] = []
         self.shares: list[dict[str, Any]] = []   # buffers with canaries to check
         self._reset_model()
@@ -96,6 +97,7 @@ class HostileGuest:
         self.detached = ""
         self.cpu_windows: list[tuple[float, float, float, float]] = []
         self.lax = False
+        self.trace: list[str] = []
 
     # -- xenstore --------------------------------------------------------------
     def be_state(self) -> str | None:
@@ -137,6 +139,7 @@ class HostileGuest:
             for off in (R.REQ_PROD_OFF, R.RSP_PROD_OFF, R.REQ_EVENT_OFF, R.RSP_EVENT_OFF):
                 struct.pack_into("<I", st.ring_pages.buf, off, self.rng.getrandbits(32))
             struct.pack_into("<I", st.evt_pages.buf, R.IN_CONS_OFF, self.rng.getrandbits(32))
+            st.evt = R.EventRingFront(st.evt_pages.buf, NativeIndexOps(st.evt_pages.buf))
             st.broken = "ring published with garbage indices"
         st.req_port = self.evtchn.bind_unbound_port(0)
         st.evt_port = self.evtchn.bind_unbound_port(0)
@@ -259,7 +262,7 @@ class HostileGuest:
         for slot, meta in items:
             st.ring.put_request(slot)
             st.outstanding.append(meta)
-        if st.ring.push_requests() or self.rng.random() < 0.05:
+        if st.ring.push_requests() or st.force_notify or self.rng.random() < 0.05:
             self._notify(st.req_port)
 
     def _notify(self, port: int) -> None:
@@ -324,18 +327,58 @@ class HostileGuest:
         status = resp.status
         if status > 0 or (status < 0 and -status not in _ERRNOS):
             self.violations.append(f"{st.sc.path}: status {status} to {desc}")
-        must = meta.get("must")
+        must, why = self._verdict(st, meta)
         if self.lax and meta["kind"] == "open":
             must = None
         if must == "fail" and status == 0:
-            self.violations.append(f"{st.sc.path}: {desc} succeeded ({meta.get('why')})")
+            self.violations.append(f"{st.sc.path}: {desc} succeeded ({why})")
         elif must == "ok" and status != 0 and not self.detached:
-            self.violations.append(f"{st.sc.path}: {desc} refused with {status} "
-                                   f"({meta.get('why')})")
+            self.violations.append(f"{st.sc.path}: {desc} refused with {status} ({why})")
         if status == 0 and meta["opcode"] == Op.HW_PARAM_QUERY:
             self._check_query(st, meta, resp)
         meta["status"] = status
+        self.trace.append(f"{st.sc.path} {desc} -> {status}")
         self._apply(st, meta, status)
+
+    def _verdict(self, st: HStream, meta: dict[str, Any]) -> tuple[str | None, str]:
+        """What the protocol leaves the backend no choice about, given what
+        the earlier answers did (judged now, not when the request was built:
+        a batch's requests are built before any of them is answered)."""
+        kind = meta["kind"]
+        if kind == "unknown":
+            return meta.get("must"), meta.get("why", "")
+        if kind == "open" and "static" in meta:
+            if st.opened:
+                return "fail", "stream already open"
+            valid, why = meta["static"]
+            return ("ok", "a valid OPEN") if valid else ("fail", why)
+        if kind in ("write", "read") and "code" in meta:
+            off, ln = meta["off"], meta["ln"]
+            if not st.opened:
+                return "fail", "no stream open"
+            if (kind == "write") == st.capture:
+                return "fail", "wrong direction"
+            if ln == 0 or off + ln > st.buffer_sz or ln % st.fb or off % st.fb:
+                return "fail", "range is not whole frames in the buffer"
+            return None, ""
+        if kind == "trigger" and "static" not in meta and meta.get("opcode") == Op.TRIGGER \
+                and not meta.get("raw"):
+            t = meta["type"]
+            if not st.opened:
+                return "fail", "no stream open"
+            if t > 3:
+                return "fail", "bad type"
+            if t == 0:
+                return ("fail", "START while running/paused") if st.running or st.paused \
+                    else ("ok", "START while stopped")
+            if t == 1:
+                return ("ok" if st.running else "fail"), "PAUSE " + \
+                    ("while running" if st.running else "while not running")
+            if t == 2:
+                return "ok", "STOP of an open stream"
+            return ("ok" if st.paused else "fail"), "RESUME " + \
+                ("while paused" if st.paused else "while not paused")
+        return None, ""
 
     def _check_query(self, st: HStream, meta: dict[str, Any], resp: sndif.Resp) -> None:
         q: HwParams = meta["params"]
@@ -481,12 +524,7 @@ class HostileGuest:
         meta = self._meta(req, "open", f"OPEN {fmt}/{ch}ch/{rate}Hz buf {buffer_sz} "
                           f"period {period_sz} dir {dirmode}",
                           buffer_sz=buffer_sz, fb=fb, rate=rate, share=share)
-        if st.opened:
-            meta.update(must="fail", why="stream already open")
-        elif valid:
-            meta.update(must="ok", why="a valid OPEN")
-        else:
-            meta.update(must="fail", why=why)
+        meta["static"] = (valid, why)
         return sndif.encode_request(req), meta
 
     def _open_valid(self, st: HStream, o: dict[str, Any], fb: int) -> tuple[bool, str]:
@@ -538,33 +576,14 @@ class HostileGuest:
                     play = bytearray(sh["play"])
                     play[off:off + ln] = data
                     sh["play"] = bytes(play)
-            if code in (Op.WRITE, Op.READ):
-                wrong_dir = (code == Op.WRITE) == st.capture
-                if not st.opened:
-                    meta.update(must="fail", why="no stream open")
-                elif wrong_dir:
-                    meta.update(must="fail", why="wrong direction")
-                elif ln == 0 or off + ln > st.buffer_sz or ln % st.fb or off % st.fb:
-                    meta.update(must="fail", why="range is not whole frames in the buffer")
-                elif code == Op.READ and st.running:
-                    meta["wait"] = ln / max(1, st.fb * st.rate)
+            meta.update(code=int(code), off=off, ln=ln)
+            if code == Op.READ and st.running:
+                meta["wait"] = ln / max(1, st.fb * st.rate)
             return sndif.encode_request(req), meta
         if op == "trigger":
             t = o["type"]
             req = TriggerReq(self.rid(o), t & 0xFF)
             meta = self._meta(req, "trigger", f"TRIGGER {t}", type=t)
-            if not st.opened or t > 3:
-                meta.update(must="fail", why="no stream open" if not st.opened else "bad type")
-            elif t == 0:
-                meta.update(must="fail" if st.running or st.paused else "ok",
-                            why="START while running/paused" if st.running or st.paused
-                            else "START while stopped")
-            elif t == 1:
-                meta.update(must="ok" if st.running else "fail", why="PAUSE")
-            elif t == 2:
-                meta.update(must="ok", why="STOP of an open stream")
-            elif t == 3:
-                meta.update(must="ok" if st.paused else "fail", why="RESUME")
             return sndif.encode_request(req), meta
         if op == "query":
             f, r0, r1, c0, c1, b0, b1, p0, p1 = [v & (2**64 - 1 if i == 0 else 0xFFFFFFFF)
@@ -583,10 +602,30 @@ class HostileGuest:
         if op == "raw":
             slot = bytes.fromhex(o["hex"]) if "hex" in o else self.rng.randbytes(64)
             slot = (slot + bytes(64))[:64]
-            rid, code = struct.unpack_from("<HB", slot, 0)
-            return slot, {"id": rid, "opcode": code, "kind": "raw", "desc": f"raw op {code}",
-                          "len": 0}
+            return slot, self._raw_meta(st, slot, "raw")
         return None
+
+    def _raw_meta(self, st: HStream, slot: bytes, what: str) -> dict[str, Any]:
+        """An arbitrary slot as the backend decodes it: no verdict on its
+        status, but its effect (OPEN, CLOSE, TRIGGER) goes into our model."""
+        req = sndif.decode_request(slot)
+        code = int(req.operation)
+        meta: dict[str, Any] = {"id": req.id, "opcode": code, "kind": "raw",
+                                "desc": f"{what} {req!r}"[:200], "len": 0}
+        if isinstance(req, OpenReq):
+            try:
+                fb = sndif.frame_bytes(req.pcm_format, req.pcm_channels)
+            except PvSndError:
+                fb = 1
+            meta.update(kind="open", buffer_sz=req.buffer_sz, fb=fb, rate=req.pcm_rate,
+                        share=None)
+        elif isinstance(req, CloseReq):
+            meta["kind"] = "close"
+        elif isinstance(req, TriggerReq):
+            meta.update(kind="trigger", type=int(req.type), raw=True)
+        elif isinstance(req, RwReq) and req.operation == Op.WRITE:
+            meta.update(kind="write", len=req.length)
+        return meta
 
     # -- the case --------------------------------------------------------------
     def run_ops(self, ops: list[dict[str, Any]]) -> None:
@@ -634,6 +673,9 @@ class HostileGuest:
             if op == "ring_event":
                 off = R.REQ_EVENT_OFF if o.get("field") == "req_event" else R.RSP_EVENT_OFF
                 assert st.ring_pages is not None
+                # req_event is the backend's to write: garbage there only
+                # mutes our own notifications, so notify regardless
+                st.force_notify = True
                 struct.pack_into("<I", st.ring_pages.buf, off, o["value"] & 0xFFFFFFFF)
                 continue
             if op == "unshare":
@@ -679,9 +721,7 @@ class HostileGuest:
                 idx = st.ring.req_prod_pvt + i
                 off = R.RING_HEADER + (idx & (R.RING_SIZE - 1)) * R.SLOT_SIZE
                 slot = bytes(st.ring_pages.buf[off:off + 64])
-                rid, code = struct.unpack_from("<HB", slot, 0)
-                st.outstanding.append({"id": rid, "opcode": code, "kind": "raw",
-                                       "desc": f"stale slot op {code}", "len": 0})
+                st.outstanding.append(self._raw_meta(st, slot, "stale slot"))
             st.ring.req_prod_pvt = (st.ring.req_prod_pvt + k) & 0xFFFFFFFF
             ops.store(R.REQ_PROD_OFF, st.ring.req_prod_pvt)
             self._notify(st.req_port)
@@ -776,7 +816,8 @@ def run_hostile_guest(spec: dict[str, Any], sim_dir: str, backend_pid: int | Non
     g.end(end)
     res = {"violations": g.violations, "outside": g.outside, "hangs": g.hangs,
            "notes": g.notes[:20], "answers": g.answers, "be_handshake": be_after_handshake,
-           "cpu_windows": g.cpu_windows, "t0": t0, "t1": time.monotonic()}
+           "cpu_windows": g.cpu_windows, "t0": t0, "t1": time.monotonic(),
+           "trace": g.trace[-40:] if (g.violations or g.hangs or g.outside) else []}
     if end != "abandon":
         g.close()
     return res

@@ -32,8 +32,10 @@ def guest_summary(gc: "C.GuestCampaign") -> dict[str, Any]:
     gaps = [v["gap"] for v in verdicts if v["gap"] is not None]
     # RSS of the longest-lived backend instance
     by_inst: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for i, inst, kb in gc.rss:
+    parts: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    for i, inst, kb, anon, shmem in gc.rss:
         by_inst[inst].append((i, kb))
+        parts[inst].append((i, anon, shmem))
     rss: dict[str, Any] = {}
     if by_inst:
         inst, series = max(by_inst.items(), key=lambda kv: len(kv[1]))
@@ -41,7 +43,8 @@ def guest_summary(gc: "C.GuestCampaign") -> dict[str, Any]:
         rss = {"instance": inst, "cases": len(series), "start_kb": series[0][1],
                "warmup_kb": warm[1], "warmup_case": warm[0], "end_kb": series[-1][1],
                "max_kb": max(kb for _, kb in series),
-               "series": series[:: max(1, len(series) // 200)]}
+               "series": series[:: max(1, len(series) // 200)],
+               "anon_shmem": parts[inst][:: max(1, len(series) // 200)]}
     cpus = [r.cpu for r in results if r.cpu is not None]
     return {
         "cases": len(results), "counts": counts,

@@ -55,6 +55,19 @@ def rss_kb(pid: int) -> int | None:
     return None
 
 
+def mem_kb(pid: int) -> dict[str, int]:
+    """VmRSS and its parts (RssAnon, RssFile, RssShmem) in kB."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key = line.split(":", 1)[0]
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                out[key] = int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
 def cpu_seconds(pid: int) -> float | None:
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
@@ -303,7 +316,7 @@ def fork_call(fn: Callable[..., Any], args: Sequence[Any], log: Path, timeout: f
 
 # -- clients -------------------------------------------------------------------
 
-OUTPUT_CAP = 1024 * 1024      # a client writing more than this is runaway
+OUTPUT_CAP = 256 * 1024      # a client writing more than this is runaway
 RUNAWAY_AT_DEADLINE = 32 * 1024  # killed at the deadline having written this much
 
 
