@@ -40,29 +40,34 @@ def _progress(start: float, total: int, direction: str):
     return log
 
 
+def make_specs(direction: str, cases: int, seed: int, plugin_share: float | None = None,
+               indices: list[int] | None = None, kinds: set[str] | None = None) -> list[dict]:
+    """``cases`` specs (or those of ``indices``); with ``kinds``, indices whose
+    case is of another kind (guest) or driver (backend) are skipped."""
+    out: list[dict] = []
+    i = 0
+    todo = list(indices) if indices is not None else None
+    while (len(out) < cases) if todo is None else todo:
+        idx = todo.pop(0) if todo is not None else i
+        i += 1
+        spec = gen.guest_case(seed, idx) if direction == "guest" else \
+            gen.backend_case(seed, idx, plugin_share)
+        if kinds and (spec.get("kind") or spec.get("driver")) not in kinds:
+            continue
+        out.append(spec)
+    return out
+
+
 def run(direction: str, cases: int, seed: int, root: Path, plugin_share: float | None = None,
         indices: list[int] | None = None, specs: list[dict] | None = None,
-        plugin_lib: Path | None = None, quiet: bool = False) -> dict:
+        kinds: set[str] | None = None, probe: str | None = None) -> dict:
     """Run one direction; returns its summary (see ``report``)."""
-    t0 = time.monotonic()
     if specs is None:
-        idx = indices if indices is not None else range(cases)
-        if direction == "guest":
-            specs = [gen.guest_case(seed, i) for i in idx]
-        else:
-            specs = [gen.backend_case(seed, i, plugin_share) for i in idx]
-    root.mkdir(parents=True, exist_ok=True)
-    log = (lambda m: None) if quiet else C._log
-    case_log = None if quiet else _progress(t0, len(specs), direction)
-    if direction == "guest":
-        gc = C.GuestCampaign(root, log=log, case_log=case_log)
-        gc.run(specs)
-        s = report.guest_summary(gc)
-    else:
-        bc = C.BackendCampaign(root, plugin_lib=plugin_lib, log=log, case_log=case_log)
-        bc.run(specs)
-        s = report.backend_summary(bc)
-    s["seed"], s["seconds"] = seed, round(time.monotonic() - t0, 1)
+        specs = make_specs(direction, cases, seed, plugin_share, indices, kinds)
+    t0 = time.monotonic()
+    s = C.run_direction(direction, specs, root, case_log=_progress(t0, len(specs), direction),
+                        probe=probe)
+    s["seed"] = seed
     return s
 
 
@@ -78,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write the summary and every non-clean case")
     p.add_argument("--dir", type=Path, help="work directory (default: a temporary one, "
                                             "kept when something was found)")
+    p.add_argument("--kinds", help="only these guest kinds / backend drivers, comma-separated "
+                                   "(xs,req,stress,kill,revoke / api-play,api-cap,harness-play,"
+                                   "harness-cap,aplay,arecord)")
+    p.add_argument("--backend-probe", choices=("on", "tracemalloc"),
+                   help="guest direction: run the backend under tests/fuzz/backend_probe.py "
+                        "and snapshot its memory every 100 cases (DIR/guest/probe.jsonl)")
     p.add_argument("--plugin-share", type=float, default=None,
                    help="share of backend cases through aplay/arecord (default 0.25)")
     a = p.parse_args(argv)
@@ -95,11 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         for d in dirs:
             specs_by_dir[d] = None
     if a.show:
-        for d in specs_by_dir:
-            idx = a.case if a.case else range(a.cases)
-            for i in idx:
-                spec = gen.guest_case(seed, i) if d == "guest" else \
-                    gen.backend_case(seed, i, a.plugin_share)
+        kinds = set(a.kinds.split(",")) if a.kinds else None
+        for d, given in specs_by_dir.items():
+            for spec in given or make_specs(d, a.cases, seed, a.plugin_share, a.case, kinds):
                 print(json.dumps(spec))
         return 0
     root = a.dir or Path(tempfile.mkdtemp(prefix="pvplug-fuzz-"))
@@ -109,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     summaries: dict[str, dict] = {}
     found = False
     for d, specs in specs_by_dir.items():
-        s = run(d, a.cases, seed, root / d, a.plugin_share, a.case, specs)
+        kinds = set(a.kinds.split(",")) if a.kinds else None
+        s = run(d, a.cases, seed, root / d, a.plugin_share, a.case, specs, kinds,
+                a.backend_probe)
         summaries[d] = s
         bad = [r for r in s["results"] if r["outcome"] not in (C.CLEAN, C.TYPED)]
         found = found or bool(bad) or bool(s.get("disrupted"))

@@ -86,9 +86,13 @@ class GuestWorld:
 
     HONEST, HOSTILE = 1, 2
 
-    def __init__(self, root: Path, log: Callable[[str], None] = _log) -> None:
+    def __init__(self, root: Path, log: Callable[[str], None] = _log,
+                 probe: str | None = None) -> None:
         self.root = root
         self.log = log
+        #: None, "on" or "tracemalloc": run the backend under tests/fuzz/backend_probe.py
+        self.probe = probe
+        self.probe_path = root / "probe.jsonl"
         self.out = root / "out"
         self.events: list[dict[str, Any]] = []  # restarts: time, what, why
         self.backend_n = 0
@@ -111,10 +115,14 @@ class GuestWorld:
     def start_backend(self) -> None:
         self.backend_n += 1
         self.out.mkdir(parents=True, exist_ok=True)
-        self.backend = Sub([*CLI, "--log-level", "warning", "backend", "--sim-dir",
-                            str(self.sim_dir), "--sink", f"wav:{self.out}", "--source",
-                            "sine:440"],
-                           self.root / "logs" / f"backend-{self.backend_n}.log")
+        args = ["--sim-dir", str(self.sim_dir), "--sink", f"wav:{self.out}", "--source",
+                "sine:440"]
+        if self.probe:
+            argv = [CLI[0], "-m", "tests.fuzz.backend_probe", str(self.probe_path),
+                    *(["--tracemalloc"] if self.probe == "tracemalloc" else []), "--", *args]
+        else:
+            argv = [*CLI, "--log-level", "warning", "backend", *args]
+        self.backend = Sub(argv, self.root / "logs" / f"backend-{self.backend_n}.log")
         ok = wait_states(self.sim_dir, [f"/local/domain/0/backend/vsnd/{d}/0/state"
                                         for d in (self.HONEST, self.HOSTILE)],
                          {"2", "4"}, 15)
@@ -246,11 +254,13 @@ class TakeBook:
 
 class GuestCampaign:
     def __init__(self, root: Path, log: Callable[[str], None] = _log,
-                 case_log: Callable[[CaseResult], None] | None = None) -> None:
+                 case_log: Callable[[CaseResult], None] | None = None,
+                 probe: str | None = None, probe_every: int = 100) -> None:
         self.root = root
         self.log = log
         self.case_log = case_log
-        self.world = GuestWorld(root, log)
+        self.world = GuestWorld(root, log, probe)
+        self.probe_every = probe_every
         self.book = TakeBook(self.world)
         self.results: list[CaseResult] = []
         #: (case number, backend instance, VmRSS kB, RssAnon kB, RssShmem kB)
@@ -268,10 +278,19 @@ class GuestCampaign:
                 self._sample_rss(i)
                 if i % 20 == 19:
                     self.book.update()
+                if self.world.probe and i % self.probe_every == 0:
+                    self._probe()
         finally:
             self.world.stop()
             self.book.update(final=True)
         return self.results
+
+    def _probe(self) -> None:
+        be = self.world.backend
+        if be is not None and be.alive:
+            import signal as _signal
+
+            os.kill(be.pid, _signal.SIGUSR1)
 
     def _sample_rss(self, i: int) -> None:
         be = self.world.backend
@@ -330,7 +349,8 @@ class GuestCampaign:
         time.sleep(0.05)
         tail = be.tail(8000)
         cause = _crash_cause(tail)
-        self.crash_causes[cause] = self.crash_causes.get(cause, 0) + 1
+        key = crash_key(cause)
+        self.crash_causes[key] = self.crash_causes.get(key, 0) + 1
         r.add(CRASH, f"pvplug backend exited {be.returncode}: {cause}\n{tail[-2500:]}")
         self.world.restart_backend(f"crashed in case {r.key}: {cause}")
         return False
@@ -376,21 +396,25 @@ def _cpu_share(windows: list[list[float]]) -> float | None:
 
 
 def _crash_cause(tail: str) -> str:
-    """The last line of a traceback (exception type and message), and where."""
+    """``ExcType at file:line`` of the traceback's innermost alsa_pvplug frame,
+    then the message (the value that broke it varies; the cause does not)."""
     lines = [ln for ln in tail.splitlines() if ln.strip()]
     where = ""
     for ln in lines:
-        if ln.strip().startswith('File "') and "alsa_pvplug" in ln:
-            where = ln.strip()
+        s = ln.strip()
+        if s.startswith('File "') and "alsa_pvplug" in s and "line " in s:
+            f = s.split('"')[1]
+            where = f"{f[f.find('alsa_pvplug'):]}:{s.split('line ')[1].split(',')[0]}"
     for ln in reversed(lines):
-        if "Error" in ln or "Exception" in ln:
-            if where:
-                f = where.split('"')[1]
-                f = f[f.find("alsa_pvplug"):]
-                line = where.split("line ")[1].split(",")[0] if "line " in where else "?"
-                return f"{ln.strip()[:200]} (at {f}:{line})"
-            return ln.strip()[:200]
+        s = ln.strip()
+        head = s.split(":", 1)[0]
+        if head.endswith(("Error", "Exception")) and " " not in head:
+            return f"{head} at {where or '?'}: {s[len(head) + 1:].strip()[:160]}"
     return lines[-1][:200] if lines else "no output"
+
+
+def crash_key(cause: str) -> str:
+    return cause.split(": ", 1)[0]
 
 
 # -- the backend direction -----------------------------------------------------
@@ -578,5 +602,24 @@ def _add_frontend(r: CaseResult, outcome: str, detail: str) -> None:
         r.add(o, detail)
 
 
-def campaign_pid_note() -> str:
-    return f"pid {os.getpid()}"
+def run_direction(direction: str, specs: list[dict[str, Any]], root: Path,
+                  plugin_lib: Path | None = None, log: Callable[[str], None] | None = _log,
+                  case_log: Callable[[CaseResult], None] | None = None,
+                  probe: str | None = None) -> dict[str, Any]:
+    """Run ``specs`` of one direction in a fresh world under ``root``;
+    returns the summary (``report.guest_summary`` / ``backend_summary``)."""
+    from . import report
+
+    t0 = time.monotonic()
+    root.mkdir(parents=True, exist_ok=True)
+    quiet = log or (lambda m: None)
+    if direction == "guest":
+        gc = GuestCampaign(root, log=quiet, case_log=case_log, probe=probe)
+        gc.run(specs)
+        s = report.guest_summary(gc)
+    else:
+        bc = BackendCampaign(root, plugin_lib=plugin_lib, log=quiet, case_log=case_log)
+        bc.run(specs)
+        s = report.backend_summary(bc)
+    s["seconds"] = round(time.monotonic() - t0, 1)
+    return s

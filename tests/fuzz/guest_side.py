@@ -203,7 +203,10 @@ class HostileGuest:
         for st in self.streams:
             for k in (sndif.FIELD_RING_REF, sndif.FIELD_EVT_CHNL, sndif.FIELD_EVT_RING_REF,
                       sndif.FIELD_EVT_EVT_CHNL):
-                v = self.resolve(st, k, keys.get(f"{st.sc.path}/{k}", "$ok"))
+                given = keys.get(f"{st.sc.path}/{k}", "$ok")
+                if given != "$ok":
+                    st.broken = st.broken or f"we published {k}={given!r}"
+                v = self.resolve(st, k, given)
                 if v is None:
                     self.xs.rm(f"{self.fe}/{st.sc.path}/{k}")
                 else:

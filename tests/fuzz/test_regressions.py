@@ -1,0 +1,176 @@
+"""Every defect the fuzzer found, kept as a fixed, named case (issue 9).
+
+Each case is a literal spec (what ``python -m tests.fuzz --show`` prints), so
+it stays the same whatever the generators become.  All guest-direction cases
+run in one world (sim, ``pvplug backend``, the honest guest), all
+backend-direction cases in another; each test then asserts the "must be" of
+its own case.  Rerun one by hand: put its spec in a file and
+``.venv/bin/python -m tests.fuzz --spec FILE``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import campaign as C
+from . import checks, report
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+RING_KEYS = ("ring-ref", "event-channel", "evt-ring-ref", "evt-event-channel")
+S16 = {"format": "S16_LE", "channels": 2, "rate": 48000, "buffer": 4096, "period": 1024}
+U8_MONO = {"format": "U8", "channels": 1, "rate": 48000, "buffer": 4096, "period": 1024}
+
+
+def _g(name: str, **kw: Any) -> dict[str, Any]:
+    spec = {"dir": "guest", "seed": "regression", "index": name, "kind": "xs", "rng": 1,
+            "handshake": {}, "ops": [], "end": "close"}
+    spec.update(kw)
+    return spec
+
+
+def _b(name: str, driver: str, geometry: dict[str, Any], plan: dict[str, Any],
+       frames: int = 4800, kill: str = "term") -> dict[str, Any]:
+    return {"dir": "backend", "seed": "regression", "index": name, "driver": driver,
+            "geometry": geometry, "frames": frames, "timeout": 1.0, "rng": 1, "query": False,
+            "pause": False, "plan": {"rng": 1, **plan}, "kill_backend": kill}
+
+
+_OPEN = {"op": "open", "format": 2, "channels": 2, "rate": 48000, "buffer_sz": 16384,
+         "period_sz": 4096, "dir": "ok", "s": 0}
+
+GUEST = {
+    # Defect 1: str.isdigit() accepts U+00B2, int() raises ValueError, the
+    # backend dies (server.py VsndDevice.connect) and closes every guest's device.
+    **{f"{k}-superscript-two": _g(f"{k}-superscript-two", handshake={"keys": {f"0/0/{k}": "²"}})
+       for k in RING_KEYS},
+    "capture-evt-ring-ref-circled-one": _g("capture-evt-ring-ref-circled-one",
+                                           handshake={"keys": {"0/1/evt-ring-ref": "①"}}),
+    # Defect 4 (guest side): a frontend that died with garbage in its own
+    # state node; a fresh frontend on that device cannot reset it.
+    "own-garbage-state-left-behind": _g(
+        "own-garbage-state-left-behind", kind="kill", end="abandon",
+        ops=[_OPEN, {"op": "state", "value": "²", "s": 0}, {"op": "kill", "s": 0}]),
+    # Defect 6: a one-frame period makes the backend wake for every frame.
+    "one-frame-period": _g(
+        "one-frame-period", kind="stress",
+        ops=[{**_OPEN, "period_sz": 4}, {"op": "trigger", "type": 0, "s": 0},
+             *[op for i in range(20) for op in (
+                 {"op": "rw", "code": 3, "offset": (i * 2400 * 4) % 16384,
+                  "length": min(2400 * 4, 16384 - (i * 2400 * 4) % 16384), "fill": True, "s": 0},
+                 {"op": "sleep", "t": 0.05, "s": 0})],
+             {"op": "trigger", "type": 2, "s": 0}, {"op": "close", "s": 0}]),
+}
+
+BACKEND = {
+    # Defect 2: capture CUR_POS far beyond anything: arecord reports an
+    # overrun, prepares, and gets the same position again, forever.
+    "arecord-absurd-capture-position": _b(
+        "arecord-absurd-capture-position", "arecord", S16,
+        {"pos": {"mode": "huge", "value": 2**63, "from": 0, "every": True}}),
+    "harness-absurd-capture-position": _b(
+        "harness-absurd-capture-position", "harness-cap", S16,
+        {"pos": {"mode": "huge", "value": 2**63, "from": 0, "every": True}}),
+    # Defect 3: with 1-byte frames the position in frames exceeds a C long;
+    # embed.py's `out[0] = delay` raises OverflowError ("unexpected error").
+    "arecord-u8-mono-delay-overflow": _b(
+        "arecord-u8-mono-delay-overflow", "arecord", U8_MONO,
+        {"pos": {"mode": "huge", "value": 2**64 - 1, "from": 0, "every": True}}),
+    "harness-u8-mono-delay-overflow": _b(
+        "harness-u8-mono-delay-overflow", "harness-cap", U8_MONO,
+        {"pos": {"mode": "huge", "value": 2**64 - 1, "from": 0, "every": True}}),
+    # Defect 4: dom0 leaves garbage in the frontend's own state node; no
+    # frontend can connect to that device again.
+    "dom0-garbage-frontend-state": _b(
+        "dom0-garbage-frontend-state", "api-play", S16,
+        {"xs": [{"at": "exit", "delay": 0.0, "path": "fe:state", "value": "abc"}]}),
+    "dom0-superscript-frontend-state": _b(
+        "dom0-superscript-frontend-state", "api-cap", S16,
+        {"xs": [{"at": "exit", "delay": 0.0, "path": "fe:state", "value": "²"}]}),
+}
+
+
+def _by_name(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["case"].split(":", 1)[1]: r for r in summary["results"]}
+
+
+@pytest.fixture(scope="module")
+def guest_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root: Path = tmp_path_factory.mktemp("regress-guest")
+    s = C.run_direction("guest", list(GUEST.values()), root, log=None)
+    print(report.table(s, None))
+    print(report.seeds(s, "guest"))
+    return s
+
+
+@pytest.fixture(scope="module")
+def backend_run(tmp_path_factory: pytest.TempPathFactory, plugin_lib: Path) -> dict[str, Any]:
+    root: Path = tmp_path_factory.mktemp("regress-backend")
+    s = C.run_direction("backend", list(BACKEND.values()), root, plugin_lib=plugin_lib, log=None)
+    print(report.table(None, s))
+    print(report.seeds(s, "backend"))
+    return s
+
+
+def _assert_case(summary: dict[str, Any], direction: str, name: str, *bad: str) -> None:
+    r = _by_name(summary).get(name)
+    if r is None:
+        return  # clean (or only typed errors): not in the results
+    one = {**summary, "results": [r]}
+    checks.assert_none(one, direction, *bad)
+
+
+def _assert_honest_undisturbed_by(summary: dict[str, Any], name: str) -> None:
+    mine = [v for v in summary["disrupted"] if f"regression:{name}" in v["cases"]]
+    assert not mine, f"honest takes disrupted during {name}: " + "; ".join(
+        f"take {v['k']}: {'; '.join(v['why'])}" for v in mine)
+
+
+@pytest.mark.parametrize("key", RING_KEYS)
+def test_superscript_digit_in_ring_key_does_not_crash_backend(guest_run: dict[str, Any],
+                                                              key: str) -> None:
+    name = f"{key}-superscript-two"
+    _assert_case(guest_run, "guest", name, C.CRASH, C.UNUSABLE)
+    _assert_honest_undisturbed_by(guest_run, name)
+
+
+def test_circled_digit_in_capture_ring_key_does_not_crash_backend(guest_run: dict[str, Any]
+                                                                  ) -> None:
+    _assert_case(guest_run, "guest", "capture-evt-ring-ref-circled-one", C.CRASH, C.UNUSABLE)
+    _assert_honest_undisturbed_by(guest_run, "capture-evt-ring-ref-circled-one")
+
+
+def test_fresh_frontend_resets_its_own_garbage_state(guest_run: dict[str, Any]) -> None:
+    _assert_case(guest_run, "guest", "own-garbage-state-left-behind", C.UNUSABLE)
+
+
+def test_one_frame_period_does_not_hog_the_backend(guest_run: dict[str, Any]) -> None:
+    _assert_case(guest_run, "guest", "one-frame-period", C.CPU, C.CRASH)
+    _assert_honest_undisturbed_by(guest_run, "one-frame-period")
+
+
+def test_arecord_ends_against_absurd_capture_positions(backend_run: dict[str, Any]) -> None:
+    _assert_case(backend_run, "backend", "arecord-absurd-capture-position", C.HANG, C.RUNAWAY)
+
+
+def test_capture_callbacks_end_against_absurd_positions(backend_run: dict[str, Any]) -> None:
+    _assert_case(backend_run, "backend", "harness-absurd-capture-position", C.HANG, C.RUNAWAY)
+
+
+def test_u8_mono_absurd_position_delay_is_typed_through_the_plugin(backend_run: dict[str, Any]
+                                                                   ) -> None:
+    _assert_case(backend_run, "backend", "arecord-u8-mono-delay-overflow", C.UNTYPED)
+
+
+def test_u8_mono_absurd_position_delay_fits_a_c_long(backend_run: dict[str, Any]) -> None:
+    _assert_case(backend_run, "backend", "harness-u8-mono-delay-overflow", C.UNTYPED)
+
+
+@pytest.mark.parametrize("name", ["dom0-garbage-frontend-state",
+                                  "dom0-superscript-frontend-state"])
+def test_dom0_garbage_in_frontend_state_does_not_disable_the_device(
+        backend_run: dict[str, Any], name: str) -> None:
+    _assert_case(backend_run, "backend", name, C.UNUSABLE)
