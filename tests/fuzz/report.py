@@ -45,6 +45,15 @@ def guest_summary(gc: "C.GuestCampaign") -> dict[str, Any]:
                "max_kb": max(kb for _, kb in series),
                "series": series[:: max(1, len(series) // 200)],
                "anon_shmem": parts[inst][:: max(1, len(series) // 200)]}
+    # the cases after which the backend's RSS stepped up (same instance)
+    steps = []
+    for (i0, inst0, kb0, *_), (i1, inst1, kb1, *_) in zip(gc.rss, gc.rss[1:]):
+        if inst0 == inst1 and kb1 - kb0 >= 256 and i1 < len(results):
+            sp = results[i1].spec
+            steps.append({"case": results[i1].key, "kind": sp.get("kind"), "sub": sp.get("sub"),
+                          "kb": kb1, "delta_kb": kb1 - kb0})
+    if rss:
+        rss["steps"] = steps
     cpus = [r.cpu for r in results if r.cpu is not None]
     return {
         "cases": len(results), "counts": counts,
