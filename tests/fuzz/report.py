@@ -62,6 +62,7 @@ def guest_summary(gc: "C.GuestCampaign") -> dict[str, Any]:
         "disrupted_after_crash": sum(1 for v in disrupted if v["after_crash"]),
         "longest_gap": max(gaps, default=None), "rss": rss,
         "cpu_max": max(cpus, default=None),
+        "cpu": [[r.key, round(r.cpu, 3)] for r in results if r.cpu is not None],
         "events": [{k: v for k, v in e.items() if k != "why"} | {"why": e["why"][-300:]}
                    for e in gc.world.events],
         "results": [r.as_json() for r in results if r.primary != C.CLEAN],

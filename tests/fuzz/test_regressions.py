@@ -54,15 +54,17 @@ GUEST = {
     "own-garbage-state-left-behind": _g(
         "own-garbage-state-left-behind", kind="kill", end="abandon",
         ops=[_OPEN, {"op": "state", "value": "²", "s": 0}, {"op": "kill", "s": 0}]),
-    # Defect 6: a one-frame period makes the backend wake for every frame.
-    "one-frame-period": _g(
-        "one-frame-period", kind="stress",
-        ops=[{**_OPEN, "period_sz": 4}, {"op": "trigger", "type": 0, "s": 0},
-             *[op for i in range(20) for op in (
-                 {"op": "rw", "code": 3, "offset": (i * 2400 * 4) % 16384,
-                  "length": min(2400 * 4, 16384 - (i * 2400 * 4) % 16384), "fill": True, "s": 0},
-                 {"op": "sleep", "t": 0.05, "s": 0})],
-             {"op": "trigger", "type": 2, "s": 0}, {"op": "close", "s": 0}]),
+    # Defect 6: a one-frame period makes the backend wake (and notify) for
+    # every frame: half a CPU for one stereo 48 kHz capture stream.
+    "one-frame-period": _g("one-frame-period", kind="stress", ops=[
+        {**_OPEN, "s": 1, "period_sz": 4}, {"op": "trigger", "type": 0, "s": 1},
+        {"op": "sleep", "t": 1.0, "s": 1}, {"op": "trigger", "type": 2, "s": 1},
+        {"op": "close", "s": 1}]),
+    # ... and the same stream with a 1024-frame period, as a control.
+    "period-1024-control": _g("period-1024-control", kind="stress", ops=[
+        {**_OPEN, "s": 1}, {"op": "trigger", "type": 0, "s": 1},
+        {"op": "sleep", "t": 1.0, "s": 1}, {"op": "trigger", "type": 2, "s": 1},
+        {"op": "close", "s": 1}]),
 }
 
 BACKEND = {
@@ -147,9 +149,41 @@ def test_fresh_frontend_resets_its_own_garbage_state(guest_run: dict[str, Any]) 
     _assert_case(guest_run, "guest", "own-garbage-state-left-behind", C.UNUSABLE)
 
 
-def test_one_frame_period_does_not_hog_the_backend(guest_run: dict[str, Any]) -> None:
-    _assert_case(guest_run, "guest", "one-frame-period", C.CPU, C.CRASH)
-    _assert_honest_undisturbed_by(guest_run, "one-frame-period")
+@pytest.mark.parametrize("name", ["one-frame-period", "period-1024-control"])
+def test_small_periods_do_not_hog_the_backend(guest_run: dict[str, Any], name: str) -> None:
+    _assert_case(guest_run, "guest", name, C.CPU, C.CRASH)
+    _assert_honest_undisturbed_by(guest_run, name)
+
+
+# Defect 5: the backend's RSS steps up by about 2 MB the first time a guest
+# queues two 1 MB buffers (the playback copy, `BackendStream.queued`), and no
+# more: glibc raises its mmap threshold when that block is freed, so later
+# big blocks come from the heap, which keeps the freed memory.  Not a leak
+# (objects, mappings and blocks in use stay flat; with MALLOC_MMAP_THRESHOLD_
+# fixed the step is gone); it must stay flat after warm-up.
+def _bigbuf(i: int) -> dict[str, Any]:
+    s = 1 if i % 3 == 2 else 0
+    ops = [{**_OPEN, "s": s, "buffer_sz": 1048576, "period_sz": 65536 if i % 2 else 4096}]
+    if s == 0:
+        ops += [{"op": "rw", "code": 3, "offset": 0, "length": 1048576, "fill": True, "s": 0}] * 2
+    ops += [{"op": "trigger", "type": 0, "s": s}, {"op": "sleep", "t": 0.3, "s": s},
+            {"op": "trigger", "type": 2, "s": s}, {"op": "close", "s": s}]
+    return _g(f"bigbuf-{i}", kind="stress", ops=ops)
+
+
+@pytest.fixture(scope="module")
+def memory_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root: Path = tmp_path_factory.mktemp("regress-memory")
+    s = C.run_direction("guest", [_bigbuf(i) for i in range(15)], root, log=None)
+    print(report.table(s, None))
+    return s
+
+
+def test_backend_memory_flat_after_warm_up(memory_run: dict[str, Any]) -> None:
+    rss = memory_run["rss"]
+    assert rss and rss["cases"] == 15, f"the backend did not live through the cases: {rss}"
+    checks.assert_rss_flat(memory_run, slack_kb=1024)
+    assert rss["max_kb"] - rss["start_kb"] <= 8 * 1024, f"warm-up growth {rss}"
 
 
 def test_arecord_ends_against_absurd_capture_positions(backend_run: dict[str, Any]) -> None:
