@@ -628,6 +628,8 @@ class HostileGuest:
             meta.update(kind="trigger", type=int(req.type), raw=True)
         elif isinstance(req, RwReq) and req.operation == Op.WRITE:
             meta.update(kind="write", len=req.length)
+        elif isinstance(req, HwParamQuery):
+            meta["params"] = req.params  # the answer must refine what the backend decoded
         return meta
 
     # -- the case --------------------------------------------------------------

@@ -39,9 +39,10 @@ def guest_summary(gc: "C.GuestCampaign") -> dict[str, Any]:
     rss: dict[str, Any] = {}
     if by_inst:
         inst, series = max(by_inst.items(), key=lambda kv: len(kv[1]))
-        warm = series[min(len(series) - 1, max(1, len(series) // 5))]
+        w = min(len(series) - 1, max(1, len(series) // 5))
+        warm = series[w]
         rss = {"instance": inst, "cases": len(series), "start_kb": series[0][1],
-               "warmup_kb": warm[1], "warmup_case": warm[0], "end_kb": series[-1][1],
+               "warmup_kb": warm[1], "warmup_case": w, "end_kb": series[-1][1],
                "max_kb": max(kb for _, kb in series),
                "series": series[:: max(1, len(series) // 200)],
                "anon_shmem": parts[inst][:: max(1, len(series) // 200)]}
@@ -126,8 +127,8 @@ def table(g: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
         if rss:
             rows.append(("backend RSS (longest-lived instance)",
                          f"{_fmt_kb(rss['start_kb'])} → {_fmt_kb(rss['warmup_kb'])} after "
-                         f"{rss['warmup_case']} cases → {_fmt_kb(rss['end_kb'])} at the end "
-                         f"(max {_fmt_kb(rss['max_kb'])}, {rss['cases']} cases)",
+                         f"{rss['warmup_case']} of its cases → {_fmt_kb(rss['end_kb'])} after "
+                         f"{rss['cases']} (max {_fmt_kb(rss['max_kb'])})",
                          "flat after warm-up, explained"))
         cm = g["cpu_max"]
         rows.append(("backend CPU while a hostile stream runs",
