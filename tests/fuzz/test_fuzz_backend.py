@@ -17,7 +17,7 @@ import pytest
 from . import campaign as C
 from . import checks, gen, report
 
-CASES = int(os.environ.get("PVPLUG_FUZZ_BACKEND_CASES", "30"))
+CASES = int(os.environ.get("PVPLUG_FUZZ_BACKEND_CASES", "24"))
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 

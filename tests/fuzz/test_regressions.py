@@ -84,6 +84,18 @@ BACKEND = {
     "harness-u8-mono-delay-overflow": _b(
         "harness-u8-mono-delay-overflow", "harness-cap", U8_MONO,
         {"pos": {"mode": "huge", "value": 2**64 - 1, "from": 0, "every": True}}),
+    # Defect 7: a backend that answers every request but never reports a
+    # position (or reports only 0, or only events of an unknown type): the
+    # plugin's "no position report" timeout becomes an xrun, the client
+    # prepares and restarts the same stall, a second later, forever.
+    "arecord-silent-backend": _b(
+        "arecord-silent-backend", "arecord", S16, {"pos": {"mode": "skip", "from": 0, "every": True}}),
+    "aplay-silent-backend": _b(
+        "aplay-silent-backend", "aplay", S16, {"pos": {"mode": "zero", "from": 0, "every": True}},
+        frames=9600),
+    "harness-capture-silent-backend": _b(
+        "harness-capture-silent-backend", "harness-cap", S16,
+        {"pos": {"mode": "badtype", "value": 1, "from": 0, "every": True}}),
     # Defect 4: dom0 leaves garbage in the frontend's own state node; no
     # frontend can connect to that device again.
     "dom0-garbage-frontend-state": _b(
@@ -201,6 +213,13 @@ def test_u8_mono_absurd_position_delay_is_typed_through_the_plugin(backend_run: 
 
 def test_u8_mono_absurd_position_delay_fits_a_c_long(backend_run: dict[str, Any]) -> None:
     _assert_case(backend_run, "backend", "harness-u8-mono-delay-overflow", C.UNTYPED)
+
+
+@pytest.mark.parametrize("name", ["arecord-silent-backend", "aplay-silent-backend",
+                                  "harness-capture-silent-backend"])
+def test_clients_end_against_a_backend_that_never_reports_a_position(
+        backend_run: dict[str, Any], name: str) -> None:
+    _assert_case(backend_run, "backend", name, C.HANG, C.RUNAWAY)
 
 
 @pytest.mark.parametrize("name", ["dom0-garbage-frontend-state",
