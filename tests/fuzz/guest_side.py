@@ -22,6 +22,7 @@ import struct
 import time
 from typing import Any
 
+from alsa_pvplug.backend.limits import StreamLimits
 from alsa_pvplug.errors import PvSndError, RemoteProtocolError
 from alsa_pvplug.protocol import ring as R
 from alsa_pvplug.protocol import sndif
@@ -547,6 +548,8 @@ class HostileGuest:
             return False, "bad buffer_sz"
         if not 0 < p <= b or p % fb:
             return False, "bad period_sz"
+        if p // fb < StreamLimits().min_period_frames(o["rate"]):
+            return False, "period below the backend's minimum (--min-period-us)"
         return True, ""
 
     _next_id = 100
