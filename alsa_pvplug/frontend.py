@@ -390,6 +390,11 @@ class Stream:
         self._unanswered = False  # the last request timed out
         #: someone blocks until answers come: ask the backend to notify them
         self.waiting = False
+        #: capture: how far READs may run ahead of the application (frames);
+        #: a buffer less a period, so a backend one period ahead of them
+        #: never overwrites what the application has not read (the glue
+        #: lets it run further when the client rides through overruns)
+        self.read_ahead = 1 << 62
         #: CUR_POS notifications unmask their port (set_event_wakes)
         self.event_wakes = True
         self._event_held = False
@@ -721,6 +726,7 @@ class Stream:
             self.dir_pages.buf[i * 4096:(i + 1) * 4096] = page
         self.format, self.channels, self.rate, self.frame_bytes = fmt, channels, rate, fb
         self.buffer_frames, self.period_frames = buffer_frames, period_frames
+        self.read_ahead = max(period_frames, buffer_frames - period_frames)
         self.start_threshold = buffer_frames if start_threshold is None else start_threshold
         try:
             self._open_request()
@@ -892,13 +898,14 @@ class Stream:
         (not behind a control request: a STOP resets the backend's count)."""
         if self.proto.state != StreamState.RUNNING or self.proto.control_in_flight:
             return
-        while self.read_sent < self.reported:
+        end = min(self.reported, self.appl + self.read_ahead)
+        while self.read_sent < end:
             slots = self._data_slots()
             if not slots:
                 return
             start = self.read_sent
             off = start % self.buffer_frames
-            cnt = min(self.reported - start, self.buffer_frames - off)
+            cnt = min(end - start, self.buffer_frames - off)
             self._submit_data(Op.READ, start, start + cnt, now)
             self.read_sent = start + cnt
 

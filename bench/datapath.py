@@ -51,7 +51,7 @@ TARGETS = {
 def compile_client(work: Path) -> Path:
     exe = work / "pcm_client"
     subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(BENCH / "pcm_client.c"),
-                    "-lasound"], check=True, timeout=120)
+                    "-lasound", "-lz"], check=True, timeout=120)
     return exe
 
 

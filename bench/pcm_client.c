@@ -10,6 +10,18 @@
  *       it records (t_ns, frames written, snd_pcm_avail_update()) as three
  *       little-endian int64 to OUT.  Prints one summary line.
  *
+ *   pcm_client soak-play DEVICE SECONDS PERIOD
+ *       S16_LE stereo 48 kHz, 4 periods of buffer, stop_threshold =
+ *       boundary: writes the pattern (below) as fast as the device takes it
+ *       for SECONDS, drains; prints frames and the CRC-32 of every byte.
+ *   pcm_client soak-capture DEVICE SECONDS PERIOD
+ *       the same set-up for capture: reads for SECONDS and checks every frame
+ *       against the pattern (the backend's "pattern" source); prints frames,
+ *       mismatches and the first one.
+ *
+ * The pattern (alsa_pvplug/backend/io.py pattern_sample): sample of frame i,
+ * channel c = ((i * 2654435761 + c * 40503) >> 8) & 0xffff.
+ *
  * Exit status 0 unless setup failed (2) or a call failed (1).
  */
 #define _GNU_SOURCE
@@ -20,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <zlib.h>
 
 static int64_t now_ns(void)
 {
@@ -123,6 +136,87 @@ static int do_onewrite(const char *dev, double seconds, unsigned rate,
 	return 0;
 }
 
+static uint16_t pattern(uint64_t frame, unsigned ch)
+{
+	return (uint16_t)(((frame * 2654435761ULL + ch * 40503ULL) >> 8) & 0xffff);
+}
+
+static snd_pcm_t *soak_open(const char *dev, int capture, snd_pcm_uframes_t period)
+{
+	snd_pcm_t *pcm;
+	snd_pcm_hw_params_t *hw;
+	snd_pcm_sw_params_t *sw;
+	snd_pcm_uframes_t boundary, buffer = 4 * period;
+	int err;
+
+	if ((err = snd_pcm_open(&pcm, dev, capture ? SND_PCM_STREAM_CAPTURE :
+				SND_PCM_STREAM_PLAYBACK, 0)) < 0)
+		die("snd_pcm_open", err);
+	snd_pcm_hw_params_alloca(&hw);
+	snd_pcm_sw_params_alloca(&sw);
+	snd_pcm_hw_params_any(pcm, hw);
+	if ((err = snd_pcm_hw_params_set_access(pcm, hw, SND_PCM_ACCESS_RW_INTERLEAVED)) < 0 ||
+	    (err = snd_pcm_hw_params_set_format(pcm, hw, SND_PCM_FORMAT_S16_LE)) < 0 ||
+	    (err = snd_pcm_hw_params_set_channels(pcm, hw, 2)) < 0 ||
+	    (err = snd_pcm_hw_params_set_rate(pcm, hw, 48000, 0)) < 0 ||
+	    (err = snd_pcm_hw_params_set_period_size(pcm, hw, period, 0)) < 0 ||
+	    (err = snd_pcm_hw_params_set_buffer_size(pcm, hw, buffer)) < 0 ||
+	    (err = snd_pcm_hw_params(pcm, hw)) < 0)
+		die("hw_params", err);
+	snd_pcm_sw_params_current(pcm, sw);
+	snd_pcm_sw_params_get_boundary(sw, &boundary);
+	if ((err = snd_pcm_sw_params_set_stop_threshold(pcm, sw, boundary)) < 0 ||
+	    (err = snd_pcm_sw_params(pcm, sw)) < 0)
+		die("sw_params", err);
+	return pcm;
+}
+
+static int do_soak(const char *dev, double seconds, snd_pcm_uframes_t period, int capture)
+{
+	snd_pcm_t *pcm = soak_open(dev, capture, period);
+	int16_t *buf = malloc(period * 4);
+	uint64_t frames = 0, bad = 0, first_bad = 0;
+	uLong crc = crc32(0L, Z_NULL, 0);
+	int64_t t_end = now_ns() + (int64_t)(seconds * 1e9);
+
+	while (now_ns() < t_end) {
+		snd_pcm_sframes_t r;
+
+		if (!capture) {
+			for (snd_pcm_uframes_t k = 0; k < period; k++)
+				for (unsigned c = 0; c < 2; c++)
+					buf[2 * k + c] = (int16_t)pattern(frames + k, c);
+			r = snd_pcm_writei(pcm, buf, period);
+		} else {
+			r = snd_pcm_readi(pcm, buf, period);
+		}
+		if (r < 0) {
+			fprintf(stderr, "pcm_client: %s: %s\n", capture ? "readi" : "writei",
+				snd_strerror((int)r));
+			return 1;
+		}
+		if (capture) {
+			for (snd_pcm_sframes_t k = 0; k < r; k++)
+				for (unsigned c = 0; c < 2; c++)
+					if ((uint16_t)buf[2 * k + c] != pattern(frames + (uint64_t)k, c)) {
+						if (!bad)
+							first_bad = frames + (uint64_t)k;
+						bad++;
+					}
+		} else {
+			crc = crc32(crc, (const Bytef *)buf, (uInt)(r * 4));
+		}
+		frames += (uint64_t)r;
+	}
+	if (!capture)
+		snd_pcm_drain(pcm);
+	printf("soak: frames=%llu crc=%08lx mismatches=%llu first_mismatch=%llu\n",
+	       (unsigned long long)frames, capture ? 0UL : crc, (unsigned long long)bad,
+	       (unsigned long long)first_bad);
+	snd_pcm_close(pcm);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 4 && !strcmp(argv[1], "open"))
@@ -130,7 +224,11 @@ int main(int argc, char **argv)
 	if (argc == 7 && !strcmp(argv[1], "onewrite"))
 		return do_onewrite(argv[2], atof(argv[3]), (unsigned)atoi(argv[4]),
 				   (snd_pcm_uframes_t)atol(argv[5]), argv[6]);
-	fprintf(stderr, "usage: pcm_client open DEVICE COUNT | "
+	if (argc == 5 && (!strcmp(argv[1], "soak-play") || !strcmp(argv[1], "soak-capture")))
+		return do_soak(argv[2], atof(argv[3]), (snd_pcm_uframes_t)atol(argv[4]),
+			       !strcmp(argv[1], "soak-capture"));
+	fprintf(stderr, "usage: pcm_client open DEVICE COUNT | soak-play|soak-capture DEVICE "
+		"SECONDS PERIOD | "
 		"onewrite DEVICE SECONDS RATE BUFFER OUT\n");
 	return 2;
 }

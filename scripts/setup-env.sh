@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # pulseaudio, pulseaudio-utils (paplay, parec, pactl) and jackd2 (jackd and its
 # example clients) are only for the client smoke tests (tests/test_clients_pa_jack.py).
-DEB_PACKAGES=(gcc libasound2-dev alsa-utils libxen-dev xenstore-utils
+DEB_PACKAGES=(gcc libasound2-dev zlib1g-dev alsa-utils libxen-dev xenstore-utils
               pulseaudio pulseaudio-utils jackd2)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

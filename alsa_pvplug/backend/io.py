@@ -2,8 +2,12 @@
 
 A spec string picks one (``pvplug backend --sink wav:DIR --source sine:440``):
 
-- sinks: ``null``, ``wav:DIR`` (one file per OPEN), ``alsa:DEVICE``, ``loop``;
-- sources: ``null`` (silence), ``wav:FILE``, ``sine:FREQ``, ``alsa:DEVICE``, ``loop``.
+- sinks: ``null``, ``wav:DIR`` (one file per OPEN), ``alsa:DEVICE``, ``loop``,
+  ``hash:DIR`` (per OPEN a ``<label>-<n>.hash``: frames and the CRC-32 of the
+  bytes, for runs too long to keep);
+- sources: ``null`` (silence), ``wav:FILE``, ``sine:FREQ``, ``alsa:DEVICE``, ``loop``,
+  ``pattern`` (frame i carries ``pattern_sample(i, channel)``: a capture can be
+  checked frame by frame however long it runs).
 
 ``loop`` (as sink and source together) is a loopback cable per card: what a
 guest plays on a card's playback stream is what the card's capture stream
@@ -19,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Protocol
 
@@ -76,6 +81,67 @@ class WavDirSink:
             path = os.path.join(self.directory, f"{label}-{self._seq:04d}.wav")
             if not os.path.exists(path):
                 return WavWriter(path, info)
+
+
+def pattern_sample(frame: int, channel: int) -> int:
+    """The ``pattern`` source's 16-bit sample (also in bench/pcm_client.c)."""
+    return (frame * 2654435761 + channel * 40503) >> 8 & 0xFFFF
+
+
+class HashDirSink:
+    """Per OPEN ``DIR/<label>-<n>.hash``: "frames crc32" of all it played."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        self._seq = 0
+
+    def open(self, info: WavInfo, label: str) -> "_HashInstance":
+        self._seq += 1
+        return _HashInstance(os.path.join(self.directory, f"{label}-{self._seq:06d}.hash"), info)
+
+
+class _HashInstance:
+    def __init__(self, path: str, info: WavInfo) -> None:
+        self.path, self.info = path, info
+        self.crc = 0
+        self.nbytes = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.crc = zlib.crc32(data, self.crc)
+        self.nbytes += len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        with open(self.path, "w") as f:
+            f.write(f"{self.nbytes // self.info.frame_bytes} {self.crc:08x}\n")
+
+
+class PatternSource:
+    def open(self, info: WavInfo, label: str) -> "_PatternInstance":
+        if info.format != PcmFormat.S16_LE:
+            raise ConfigError("the pattern source makes S16_LE only", key="format")
+        return _PatternInstance(info)
+
+
+class _PatternInstance:
+    def __init__(self, info: WavInfo) -> None:
+        self.info = info
+        self.frame = 0
+
+    def read(self, nbytes: int) -> bytes:
+        n = nbytes // self.info.frame_bytes
+        i = np.arange(self.frame, self.frame + n, dtype=np.uint64)[:, None]
+        ch = np.arange(self.info.channels, dtype=np.uint64)[None, :]
+        s = ((i * np.uint64(2654435761) + ch * np.uint64(40503)) >> np.uint64(8)) \
+            & np.uint64(0xFFFF)
+        self.frame += n
+        return s.astype("<u2").tobytes()
+
+    def close(self) -> None:
+        pass
 
 
 class SilenceSource:
@@ -364,6 +430,8 @@ def parse_sink(spec: str) -> NullSink | WavDirSink | AlsaDevice | Loopback:
         return AlsaDevice(arg, capture=False)
     if spec == "loop":
         return Loopback(capture=False, cards=_LOOP_CARDS)
+    if kind == "hash" and arg:
+        return HashDirSink(arg)
     raise ConfigError(f"bad sink {spec!r}: use null, wav:DIR, alsa:DEVICE or loop", key="sink",
                       value=spec)
 
@@ -383,5 +451,7 @@ def parse_source(spec: str) -> SilenceSource | WavFileSource | SineSource | Alsa
         return AlsaDevice(arg, capture=True)
     if spec == "loop":
         return Loopback(capture=True, cards=_LOOP_CARDS)
+    if spec == "pattern":
+        return PatternSource()
     raise ConfigError(f"bad source {spec!r}: use null, wav:FILE, sine:FREQ, alsa:DEVICE or loop",
                       key="source", value=spec)

@@ -545,7 +545,9 @@ class BackendStream:
         if self.device is not None:  # as far as the device takes (has)
             return self.done + max(0, self.device.room())
         if not self.dev.backend.options.paced:
-            return self.written if not self.cfg.is_capture else self.read_pos + self.buffer_sz
+            # Capture: a period beyond what the guest asked for; more could
+            # overwrite frames it confirmed and has not copied out yet.
+            return self.written if not self.cfg.is_capture else self.read_pos + self.period_sz
         frames = self.anchor_frames + math.floor((now - self.anchor_t) * self._clock_rate())
         return frames * self.info.frame_bytes
 

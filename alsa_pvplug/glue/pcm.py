@@ -187,6 +187,16 @@ class PvPcm:
             self.model = PcmModel(self.capture, rate, period, buffer, self.card.timeout)
             if self._sw is not None:
                 self.model.sw_params(*self._sw)
+                self._set_read_ahead()
+
+    def _set_read_ahead(self) -> None:
+        """A client that rides through overruns (stop_threshold >= boundary)
+        waits for avail to reach the buffer and may be handed overwritten
+        frames, as the kernel would; any other never gets that far."""
+        m = self.model
+        if m is not None and self.capture:
+            riding = m.stop_threshold >= m.boundary
+            self.stream.read_ahead = 2 * m.buffer if riding else max(m.period, m.buffer - m.period)
 
     def sw_params(self, avail_min: int, start_threshold: int, stop_threshold: int,
                   boundary: int) -> None:
@@ -194,6 +204,7 @@ class PvPcm:
             self._sw = (avail_min, start_threshold, stop_threshold, boundary)
             if self.model is not None:
                 self.model.sw_params(*self._sw)
+                self._set_read_ahead()
 
     def hw_free(self) -> None:
         with self._locked():
