@@ -52,9 +52,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 def cmd_backend(args: argparse.Namespace) -> int:
     from .backend.io import parse_sink, parse_source
-    from .backend.server import Backend, BackendOptions
+    from .backend.server import Backend, BackendOptions, pin_malloc_threshold
     from .transport import open_transport
 
+    pin_malloc_threshold()
     transport = open_transport(args.transport, sim_dir=args.sim_dir, domid=args.domid,
                                role="backend")
     # Unpaced, audio moves faster than real time and so do requests and

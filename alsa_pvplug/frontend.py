@@ -561,9 +561,9 @@ class Stream:
                 logger.debug("%s: unknown event type ignored", self.name)
                 continue
             saved = tracker.save()
-            tracker.on_event(evt)
-            frames = tracker.octets // self.frame_bytes
             try:
+                tracker.on_event(evt)
+                frames = tracker.octets // self.frame_bytes
                 check_report(frames, capture=self.capture, data_end=self._data_end(),
                              buffer=self.buffer_frames, period=self.period_frames,
                              rate=self.rate, running_s=self._running_seconds(seen),

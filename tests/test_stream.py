@@ -153,13 +153,15 @@ def test_ids_wrap_at_16_bits():
 
 
 class TestPositionTracker:
-    def test_accumulates_and_restarts_on_backwards_jump(self):
+    def test_accumulates_and_refuses_to_go_back(self):
         t = PositionTracker()
         assert t.on_event(CurPosEvt(0, 4096)) == 4096
         assert t.on_event(CurPosEvt(1, 8192)) == 4096
-        # snd_be's ALSA host restarts near 0: a new origin, not a huge delta
-        assert t.on_event(CurPosEvt(2, 1024)) == 1024
-        assert t.octets == 9216 and t.events == 3
+        # Within one OPEN a position never goes back (the frontend opens
+        # again after a stop): the backend's error, nothing applied.
+        with pytest.raises(RemoteProtocolError, match="goes back from 8192"):
+            t.on_event(CurPosEvt(2, 1024))
+        assert t.octets == 8192 and t.events == 2
 
     def test_ids_are_not_filtered(self):
         t = PositionTracker()

@@ -42,6 +42,13 @@ PERIODS_MAX = 1024
 #: impossible position reports a stream survives (each an xrun); one more and
 #: prepare fails with -EIO, an error the client cannot loop on
 MAX_VIOLATIONS = 3
+#: timeouts (no answer, no position) in a row without the stream moving; one
+#: more and prepare fails with -ETIMEDOUT instead of starting the stall again
+MAX_TIMEOUTS = 2
+#: xruns in a row each after less than a period of data (a backend that
+#: overruns or underruns the stream whatever the client does); one more and
+#: prepare fails with -EIO
+MAX_BARREN_XRUNS = 8
 #: the timer is re-armed only when the wake time moves by more than this (s)
 REARM_TOLERANCE = 0.0001
 #: without an event-channel wake, notifications and xenstore watches are
@@ -105,6 +112,9 @@ class PvPcm:
         self._armed = 0.0
         self._reports_lead = False
         self._next_full = 0.0
+        self._timeouts = 0  # see MAX_TIMEOUTS
+        self._barren = 0  # see MAX_BARREN_XRUNS
+        self._moved = 0  # the position last seen moving (since prepare)
         #: what the C shim answers pointer/delay/readiness from (pvplug_fast.h)
         self.fast = native_ffi.new("struct pvplug_fast *")
         self.fast_address = int(native_ffi.cast("uintptr_t", self.fast))
@@ -244,11 +254,23 @@ class PvPcm:
                 raise RemoteProtocolError(
                     f"{self.stream.name}: the backend keeps breaking the protocol "
                     f"({self.stream.violations} impossible position reports); giving up")
+            barren = m.state == PcmState.XRUN and self._moved < m.period
+            self._barren = self._barren + 1 if barren else 0
+            if self._barren > MAX_BARREN_XRUNS:
+                raise RemoteProtocolError(
+                    f"{self.stream.name}: {self._barren} xruns in a row, each after less "
+                    "than a period of data: the backend does not keep the stream going; "
+                    "giving up")
+            if self._timeouts >= MAX_TIMEOUTS:
+                raise BackendTimeout(f"{self.stream.name}: the backend stalled "
+                                     f"{self._timeouts} times in a row; giving up",
+                                     self.card.timeout)
             if self.stream.state == StreamState.CLOSED:
                 # The backend restarted and we reconnected: open again.
                 self.stream.open(g.fmt, g.channels, g.rate, g.buffer, g.period)
             else:
                 self.stream.prepare()  # CLOSE + OPEN if it ran: positions from 0
+            self._moved = 0
             m.prepare()
             self._rearm(time.monotonic())
 
@@ -373,7 +395,15 @@ class PvPcm:
         now = time.monotonic()
         if self.card._lost is not None:
             raise PvSndError(f"{st.name}: {self.card._lost}", code=errno.ENODEV)
-        st.check()
+        moved = st.confirmed if self.capture else st.reported  # where the data is
+        if moved > self._moved:
+            self._moved = moved
+            self._timeouts = 0
+        try:
+            st.check()
+        except BackendTimeout:
+            self._timeouts += 1
+            raise
         if self.model is not None:
             self.model.observe(st.reported, st.pos_seen_at,
                                st.confirmed if self.capture else st.acked, now)
@@ -383,6 +413,13 @@ class PvPcm:
         m = self._model()
         m.position(now)
         overrun = self.capture and self.stream.overruns > 0
+        try:
+            self._check_model(m, now, overrun)
+        except BackendTimeout:
+            self._timeouts += 1
+            raise
+
+    def _check_model(self, m: PcmModel, now: float, overrun: bool) -> None:
         if overrun and m.stop_threshold >= m.boundary:
             self.stream.overruns = 0  # riding through: the kernel would too
             overrun = False

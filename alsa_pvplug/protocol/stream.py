@@ -212,10 +212,10 @@ class PositionTracker:
     Counted from OPEN: the frontend opens afresh (CLOSE + OPEN) to recover
     from a stop, because backends disagree on what STOP does to their
     counter (ours restarts it, snd_be's ALSA host keeps counting from OPEN).
-    A position that goes backwards anyway starts a new origin instead of
-    being trusted as a huge delta (sndif-protocol.md section 8).  Ids are
-    not filtered: snd_be never resets them and skips ids when the event page
-    is full.  Judging a position (beyond the data, impossible) is the
+    Within one OPEN a position never goes back, so one that does is the
+    backend's protocol error, not a new origin.  Ids are not filtered:
+    snd_be never resets them and skips ids when the event page is full.
+    Judging a position further (beyond the data, impossible) is the
     caller's job (``protocol.pcm``).
     """
 
@@ -233,9 +233,17 @@ class PositionTracker:
         self.octets, self._last, self.events, self.last_id = saved
 
     def on_event(self, evt: CurPosEvt) -> int:
-        """Feed one event; returns the advance in octets."""
-        delta = evt.position if self._last is None or evt.position < self._last \
-            else evt.position - self._last
+        """Feed one event; returns the advance in octets.
+
+        Raises
+        ------
+        RemoteProtocolError
+            The position went backwards (nothing is applied) (EIO).
+        """
+        if self._last is not None and evt.position < self._last:
+            raise RemoteProtocolError(
+                f"CUR_POS {evt.position} (id {evt.id}) goes back from {self._last}")
+        delta = evt.position if self._last is None else evt.position - self._last
         self._last = evt.position
         self.octets += delta
         self.events += 1

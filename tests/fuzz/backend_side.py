@@ -266,17 +266,17 @@ def make_stream_class(base: type, plan: Plan) -> type:
                 return None
             return resp
 
-        def _event(self) -> None:
+        def _event(self, now: float = 0.0, past: int = 0, pos_: int | None = None) -> None:
             if pos is None or self.evt is None:
-                ORIG["event"](self)
+                ORIG["event"](self, now, past, pos_)
                 return
             n = plan.evt_seen
             plan.evt_seen += 1
             if n < pos.get("from", 0) or (not pos.get("every", True) and n != pos.get("from", 0)):
-                ORIG["event"](self)
+                ORIG["event"](self, now, past, pos_)
                 return
             mode, v, rng = pos["mode"], pos.get("value"), plan.rng
-            done = self.done
+            done = self.done if pos_ is None else pos_
             p: int | None = None
             if mode == "huge":
                 p = v
@@ -294,8 +294,8 @@ def make_stream_class(base: type, plan: Plan) -> type:
                 self.last_evt_pos = done
                 return
             elif mode == "dup":
-                ORIG["event"](self)
-                ORIG["event"](self)
+                ORIG["event"](self, now, past, pos_)
+                ORIG["event"](self, now, past, pos_)
                 return
             elif mode == "badtype":
                 slot = bytearray(sndif.encode_event(CurPosEvt(self.evt_id, done)))
@@ -308,7 +308,7 @@ def make_stream_class(base: type, plan: Plan) -> type:
                 self.last_evt_pos = done
                 return
             elif mode == "jump":
-                ORIG["event"](self)
+                ORIG["event"](self, now, past, pos_)
                 ops = NativeIndexOps(self.evt_page.buf)
                 self.evt.in_prod = (self.evt.in_prod + v) & 0xFFFFFFFF
                 ops.store(R.IN_PROD_OFF, self.evt.in_prod)
@@ -316,10 +316,10 @@ def make_stream_class(base: type, plan: Plan) -> type:
                 return
             elif mode == "storm":
                 for _ in range(v or 63):
-                    ORIG["event"](self)
+                    ORIG["event"](self, now, past, pos_)
                 return
             if p is None:
-                ORIG["event"](self)
+                ORIG["event"](self, now, past, pos_)
                 return
             self.last_evt_pos = done
             self.evt.put_event(sndif.encode_event(CurPosEvt(self.evt_id, p & (2**64 - 1))))
