@@ -26,7 +26,7 @@ from .transport.base import Transport
 logger = logging.getLogger(__name__)
 
 _pool_lock = threading.Lock()
-_entries: dict[tuple[object, ...], "_Entry"] = {}
+_entries: dict[tuple[object, ...], _Entry] = {}
 
 
 @dataclass

@@ -17,8 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .backend.limits import UNBOUNDED_RATE, StreamLimits
 from .errors import ConfigError, PvSndError
@@ -84,7 +84,8 @@ def wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> 
     deadline = time.monotonic() + timeout
     while not path.exists():
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before {path} appeared")
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} "
+                               f"before {path} appeared")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{path} did not appear within {timeout} s")
         time.sleep(0.02)
@@ -200,7 +201,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             _stop(p)
 
 
-def _positive(kind: type) -> "Callable[[str], object]":
+def _positive(kind: type) -> Callable[[str], object]:
     def parse(text: str) -> object:
         try:
             value = kind(text)

@@ -40,7 +40,7 @@ class ConfigError(PvSndError, ValueError):
         self.value = value
 
 
-class XenError(PvSndError, OSError):
+class XenError(PvSndError, OSError):  # type: ignore[misc]  # both say errno: an int
     """A transport call failed (libxen*, or the simulated hypervisor)."""
 
     def __init__(self, func: str, code: int, detail: str = "") -> None:

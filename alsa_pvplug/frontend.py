@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import math
 import select
 import time
-from collections import deque
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from .errors import (
     BackendError,
@@ -94,7 +95,7 @@ class Card:
     # -- lifecycle ---------------------------------------------------------
     @classmethod
     def open(cls, transport: Transport, devid: int = 0, *,
-             timeout: float = DEFAULT_TIMEOUT) -> "Card":
+             timeout: float = DEFAULT_TIMEOUT) -> Card:
         card = cls(transport, devid, timeout=timeout)
         try:
             card.connect()
@@ -103,7 +104,7 @@ class Card:
             raise
         return card
 
-    def stream(self, pcm: int = 0, index: int = 0) -> "Stream":
+    def stream(self, pcm: int = 0, index: int = 0) -> Stream:
         try:
             return self.streams[(pcm, index)]
         except KeyError:
@@ -174,6 +175,7 @@ class Card:
                               str(sndif.PROTOCOL_VERSION), tx)
             for st in self.streams.values():
                 d = f"{self.fe_dir}/{st.config.path}"
+                assert st.ring_pages is not None and st.evt_pages is not None
                 self.xs.write(f"{d}/{sndif.FIELD_RING_REF}", str(st.ring_pages.refs[0]), tx)
                 self.xs.write(f"{d}/{sndif.FIELD_EVT_CHNL}", str(st.req_port), tx)
                 self.xs.write(f"{d}/{sndif.FIELD_EVT_RING_REF}", str(st.evt_pages.refs[0]), tx)
@@ -204,7 +206,8 @@ class Card:
                 deadline = time.monotonic() + min(1.0, self.timeout)
                 try:
                     self._wait(lambda: self.be_state in (XenbusState.INIT_WAIT, XenbusState.CLOSED,
-                                                         XenbusState.INITIALISING), deadline, "close")
+                                                         XenbusState.INITIALISING),
+                               deadline, "close")
                 except PvSndError:
                     pass
             self._teardown_rings()
@@ -926,13 +929,23 @@ class Stream:
         self.appl = max(self.appl, pos + done // fb)
 
     # -- the blocking Python API -------------------------------------------
+    def _hw_moved(self, hw: int) -> bool:
+        return self.hw != hw
+
+    def _captured_past(self, appl: int) -> bool:
+        return self.confirmed > appl
+
     def _wait_for(self, cond: Callable[[], bool], what: str) -> None:
         """Block until ``cond()``, the position moving on the way; a backend
         making no progress for the timeout is BackendTimeout."""
         self.set_event_wakes(True)
+
+        def done() -> bool:
+            self.poll()
+            return cond() or self._error is not None or self.card._lost is not None
+
         with self.waiting_for_answers():
-            self.card._wait(lambda: self.poll() or cond() or self._error is not None
-                            or self.card._lost is not None,
+            self.card._wait(done,
                             time.monotonic() + self.card.timeout, f"{self.name}: {what}",
                             progress=lambda: (self.reported, self.acked, self.confirmed))
         self.check()
@@ -964,7 +977,8 @@ class Stream:
                 if self.state == StreamState.PAUSED:
                     raise LocalProtocolError(f"{self.name}: buffer full while paused")
                 hw = self.hw
-                self._wait_for(lambda: self.hw != hw, "waiting for the backend to consume")
+                self._wait_for(functools.partial(self._hw_moved, hw),
+                               "waiting for the backend to consume")
                 continue
             n = min(avail, total - done)
             self.write_at(self.appl, raw[done * fb:(done + n) * fb])
@@ -1005,7 +1019,8 @@ class Stream:
             avail = self.avail
             if avail <= 0:
                 appl = self.appl
-                self._wait_for(lambda: self.confirmed > appl, "waiting for captured data")
+                self._wait_for(functools.partial(self._captured_past, appl),
+                               "waiting for captured data")
                 continue
             n = min(avail, frames - len(out) // fb)
             chunk = bytearray(n * fb)

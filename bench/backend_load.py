@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from harness import REPO, System, cpu_seconds, repo_arg, rss_kib, wait_until
 
 HOSTILE = r"""
@@ -35,7 +34,8 @@ from alsa_pvplug.errors import PvSndError
 from alsa_pvplug.frontend import Card
 from alsa_pvplug.protocol.sndif import HwParams, PcmFormat, format_mask
 from alsa_pvplug.transport import open_transport
-sim_dir, domid, period, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+sim_dir, domid = sys.argv[1], int(sys.argv[2])
+period, seconds = int(sys.argv[3]), float(sys.argv[4])
 t = open_transport("sim", sim_dir=sim_dir, domid=domid)
 c = Card.open(t, timeout=5)
 st = c.stream(0, 0)

@@ -32,11 +32,11 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-
 from harness import BENCH, REPO, System, cpu_seconds, repo_arg
 
 TARGETS = {

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import REPO, System, repo_arg, wait_until
+from harness import REPO, System, repo_arg
 
 XRUN_RE = re.compile(r"xrun of at least")
 PLUGIN_XRUN_RE = re.compile(r"pvplug: .*(underrun|overrun)")

@@ -33,16 +33,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+from harness import REPO as THIS_REPO
+from harness import System, repo_arg, wait_until
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))
 
-from harness import REPO as THIS_REPO, System, repo_arg, wait_until  # noqa: E402
 REC = np.dtype([("kind", "<i8"), ("seg", "<i8"), ("t0", "<i8"), ("t1", "<i8"),
                 ("value", "<i8"), ("extra", "<i8"), ("appl", "<i8")])
 
@@ -265,7 +265,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def print_table(r: dict[str, Any]) -> None:
     su = r["setup"]
     rt = f" (SCHED_FIFO {su['rt_priority']})" if su["rt_priority"] else ""
-    print(f"pvplug pointer benchmark{rt} ({su['repo']}): {su['seconds']} s, {su['rate']} Hz S16_LE x2, "
+    print(f"pvplug pointer benchmark{rt} ({su['repo']}): {su['seconds']} s, "
+          f"{su['rate']} Hz S16_LE x2, "
           f"period {su['period']}, buffer {su['buffer']}, sample every {su['interval_us']} us "
           f"(median {r['interval_us_median']:.0f} us), backend: {su['backend']}")
     print(f"  samples {r['samples']} (after {r['warmup_s']} s warm-up), errors {r['errors']}, "

@@ -31,28 +31,8 @@
 #include "pvplug_fast.h"
 
 /* Implemented in Python (extern "Python"); cffi wants static prototypes. */
-static int pvplug_py_open(const char *name, int stream, int mode, int nopts,
-			  const char **keys, const char **values,
-			  struct pvplug_hw *hw, char *err, size_t errlen);
-static int pvplug_py_hw_params(int id, int access, int format,
-			       unsigned int channels, unsigned int rate,
-			       unsigned long period, unsigned long buffer);
-static int pvplug_py_sw_params(int id, unsigned long avail_min,
-			       unsigned long start_threshold,
-			       unsigned long stop_threshold,
-			       unsigned long boundary);
-static int pvplug_py_prepare(int id);
-static int pvplug_py_start(int id, unsigned long appl);
-static int pvplug_py_stop(int id);
-static long pvplug_py_pointer(int id, unsigned long appl);
-static long pvplug_py_transfer(int id, unsigned long appl, char *buf,
-			       unsigned long frames);
-static int pvplug_py_drain(int id, unsigned long appl, int nonblock);
-static int pvplug_py_pause(int id, int enable);
-static int pvplug_py_delay(int id, unsigned long appl, long *delay);
-static int pvplug_py_poll_revents(int id, unsigned long appl, int fired);
-static int pvplug_py_hw_free(int id);
-static int pvplug_py_close(int id);
+#define PVPLUG_PY static
+#include "pvplug_py.h"
 
 struct pvplug {
 	snd_pcm_ioplug_t io;	/* first member: callbacks get &io */
@@ -69,6 +49,13 @@ static struct pvplug *pv_of(snd_pcm_ioplug_t *io)
 /* After fork() without exec the GIL may be held by a thread that no longer
  * exists; the child fails every call instead of deadlocking. */
 #define PV_GUARD(pv) do { if ((pv)->pid != getpid()) return -ENODEV; } while (0)
+
+/* A callback that only hands its arguments to Python. */
+#define PV_FORWARD(py, ...) do {				\
+		struct pvplug *pv = pv_of(io);			\
+		PV_GUARD(pv);					\
+		return py(pv->id, ##__VA_ARGS__);		\
+	} while (0)
 
 /* --- starting Python inside someone else's process ---------------------- */
 
@@ -140,21 +127,9 @@ out:
 
 /* --- callbacks ------------------------------------------------------------ */
 
-static int pv_start(snd_pcm_ioplug_t *io)
-{
-	struct pvplug *pv = pv_of(io);
+static int pv_start(snd_pcm_ioplug_t *io) { PV_FORWARD(pvplug_py_start, io->appl_ptr); }
 
-	PV_GUARD(pv);
-	return pvplug_py_start(pv->id, io->appl_ptr);
-}
-
-static int pv_stop(snd_pcm_ioplug_t *io)
-{
-	struct pvplug *pv = pv_of(io);
-
-	PV_GUARD(pv);
-	return pvplug_py_stop(pv->id);
-}
+static int pv_stop(snd_pcm_ioplug_t *io) { PV_FORWARD(pvplug_py_stop); }
 
 static snd_pcm_sframes_t pv_pointer(snd_pcm_ioplug_t *io)
 {
@@ -193,13 +168,9 @@ static snd_pcm_sframes_t pv_transfer(snd_pcm_ioplug_t *io,
 
 static int pv_hw_params(snd_pcm_ioplug_t *io, snd_pcm_hw_params_t *params)
 {
-	struct pvplug *pv = pv_of(io);
-
 	(void)params;
-	PV_GUARD(pv);
-	return pvplug_py_hw_params(pv->id, io->access, io->format,
-				   io->channels, io->rate, io->period_size,
-				   io->buffer_size);
+	PV_FORWARD(pvplug_py_hw_params, io->access, io->format, io->channels,
+		   io->rate, io->period_size, io->buffer_size);
 }
 
 static int pv_sw_params(snd_pcm_ioplug_t *io, snd_pcm_sw_params_t *params)
@@ -215,28 +186,16 @@ static int pv_sw_params(snd_pcm_ioplug_t *io, snd_pcm_sw_params_t *params)
 	return pvplug_py_sw_params(pv->id, avail_min, start, stop, boundary);
 }
 
-static int pv_prepare(snd_pcm_ioplug_t *io)
-{
-	struct pvplug *pv = pv_of(io);
-
-	PV_GUARD(pv);
-	return pvplug_py_prepare(pv->id);
-}
+static int pv_prepare(snd_pcm_ioplug_t *io) { PV_FORWARD(pvplug_py_prepare); }
 
 static int pv_drain(snd_pcm_ioplug_t *io)
 {
-	struct pvplug *pv = pv_of(io);
-
-	PV_GUARD(pv);
-	return pvplug_py_drain(pv->id, io->appl_ptr, io->nonblock);
+	PV_FORWARD(pvplug_py_drain, io->appl_ptr, io->nonblock);
 }
 
 static int pv_pause(snd_pcm_ioplug_t *io, int enable)
 {
-	struct pvplug *pv = pv_of(io);
-
-	PV_GUARD(pv);
-	return pvplug_py_pause(pv->id, enable);
+	PV_FORWARD(pvplug_py_pause, enable);
 }
 
 static int pv_delay(snd_pcm_ioplug_t *io, snd_pcm_sframes_t *delayp)
@@ -256,10 +215,7 @@ static int pv_delay(snd_pcm_ioplug_t *io, snd_pcm_sframes_t *delayp)
 	return ret;
 }
 
-static int pv_poll_count(snd_pcm_ioplug_t *io)
-{
-	return pv_of(io)->hw.n_fds;
-}
+static int pv_poll_count(snd_pcm_ioplug_t *io) { return pv_of(io)->hw.n_fds; }
 
 static int pv_poll_descriptors(snd_pcm_ioplug_t *io, struct pollfd *pfd,
 			       unsigned int space)
@@ -302,13 +258,7 @@ static int pv_poll_revents(snd_pcm_ioplug_t *io, struct pollfd *pfd,
 	return 0;
 }
 
-static int pv_hw_free(snd_pcm_ioplug_t *io)
-{
-	struct pvplug *pv = pv_of(io);
-
-	PV_GUARD(pv);
-	return pvplug_py_hw_free(pv->id);
-}
+static int pv_hw_free(snd_pcm_ioplug_t *io) { PV_FORWARD(pvplug_py_hw_free); }
 
 static int pv_close(snd_pcm_ioplug_t *io)
 {
@@ -391,6 +341,13 @@ static int pv_apply_constraints(snd_pcm_ioplug_t *io, const struct pvplug_hw *hw
 	static const unsigned int access[] = {
 		SND_PCM_ACCESS_RW_INTERLEAVED, SND_PCM_ACCESS_MMAP_INTERLEAVED,
 	};
+	const struct { int type; unsigned int lo, hi; } range[] = {
+		{ SND_PCM_IOPLUG_HW_CHANNELS, hw->channels_min, hw->channels_max },
+		{ SND_PCM_IOPLUG_HW_PERIOD_BYTES, hw->period_bytes_min, hw->period_bytes_max },
+		{ SND_PCM_IOPLUG_HW_BUFFER_BYTES, hw->buffer_bytes_min, hw->buffer_bytes_max },
+		{ SND_PCM_IOPLUG_HW_PERIODS, hw->periods_min, hw->periods_max },
+	};
+	unsigned int i;
 	int err;
 
 	err = snd_pcm_ioplug_set_param_list(io, SND_PCM_IOPLUG_HW_ACCESS, 2, access);
@@ -398,22 +355,11 @@ static int pv_apply_constraints(snd_pcm_ioplug_t *io, const struct pvplug_hw *hw
 		err = snd_pcm_ioplug_set_param_list(io, SND_PCM_IOPLUG_HW_FORMAT,
 						    hw->n_formats, hw->formats);
 	if (err >= 0)
-		err = snd_pcm_ioplug_set_param_minmax(io, SND_PCM_IOPLUG_HW_CHANNELS,
-						      hw->channels_min, hw->channels_max);
-	if (err >= 0)
 		err = snd_pcm_ioplug_set_param_list(io, SND_PCM_IOPLUG_HW_RATE,
 						    hw->n_rates, hw->rates);
-	if (err >= 0)
-		err = snd_pcm_ioplug_set_param_minmax(io, SND_PCM_IOPLUG_HW_PERIOD_BYTES,
-						      hw->period_bytes_min,
-						      hw->period_bytes_max);
-	if (err >= 0)
-		err = snd_pcm_ioplug_set_param_minmax(io, SND_PCM_IOPLUG_HW_BUFFER_BYTES,
-						      hw->buffer_bytes_min,
-						      hw->buffer_bytes_max);
-	if (err >= 0)
-		err = snd_pcm_ioplug_set_param_minmax(io, SND_PCM_IOPLUG_HW_PERIODS,
-						      hw->periods_min, hw->periods_max);
+	for (i = 0; err >= 0 && i < sizeof(range) / sizeof(range[0]); i++)
+		err = snd_pcm_ioplug_set_param_minmax(io, range[i].type, range[i].lo,
+						      range[i].hi);
 	return err;
 }
 

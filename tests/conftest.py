@@ -10,8 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import pytest
 
@@ -144,7 +144,7 @@ class Client:
     def __init__(self, argv: Sequence[str], rc: int, output: str, seconds: float) -> None:
         self.argv, self.rc, self.output, self.seconds = list(argv), rc, output, seconds
 
-    def check(self) -> "Client":
+    def check(self) -> Client:
         assert self.rc == 0, f"{self.argv} exited {self.rc}:\n{self.output}"
         return self
 

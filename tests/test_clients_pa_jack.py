@@ -31,12 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from audio import write_wav
+from conftest import Proc, PvEnv, wait_until
 
 from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.protocol.sndif import PcmFormat
-
-from audio import write_wav
-from conftest import PvEnv, Proc, wait_until
 
 RATE = 48000
 

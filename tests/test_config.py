@@ -442,7 +442,8 @@ class TestXlToXenstore:
         cfg = parse_card_config(keys)
         p, cap = cfg.streams
         assert (p.rates, p.channels_min, p.channels_max) == ((48000,), 1, 2)
-        assert (cap.rates, cap.channels_max, cap.buffer_bytes_max) == ((44100, 48000, 96000), 8, 16384)
+        assert (cap.rates, cap.channels_max, cap.buffer_bytes_max) == \
+            ((44100, 48000, 96000), 8, 16384)
         assert cap.formats == (F.S16_LE,)
         assert p.formats == (F.U8, F.S16_LE)  # default: nobody set formats
 

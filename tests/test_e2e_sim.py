@@ -9,17 +9,15 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from audio import make_signal, write_wav
+from conftest import PY, Proc, Sim, wait_until
 
 from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.errors import BackendGone, BackendTimeout
 from alsa_pvplug.frontend import Card
-from alsa_pvplug.protocol.sndif import PcmFormat, frame_bytes
+from alsa_pvplug.protocol.sndif import PcmFormat
 from alsa_pvplug.transport import open_transport
-
-from audio import make_signal, write_wav
-from conftest import PY, Proc, Sim, wait_until
 
 
 def latest_wav(out: Path, n_before: int = 0) -> Path:

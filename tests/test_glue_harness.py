@@ -8,19 +8,18 @@ from __future__ import annotations
 import errno
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from audio import make_signal, write_wav
+from conftest import Proc, Sim
 
 from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.errors import BackendError, LocalProtocolError, PvSndError, Xrun
 from alsa_pvplug.glue import alsa
 from alsa_pvplug.glue.harness import LONG_MAX, IoplugHarness, State, default_boundary
 from alsa_pvplug.protocol.sndif import PcmFormat
-
-from audio import make_signal, write_wav
-from conftest import Proc, Sim
 
 FMT, CH, RATE = PcmFormat.S16_LE, 2, 48000
 FB = 4  # bytes per frame
@@ -138,7 +137,8 @@ def test_hw_params_applies_alsa_defaults_and_prepares(rig: Rig) -> None:
         h.readi(10)  # a playback PCM
     h.drop()
     h.hw_params(FMT, CH, RATE, period=2048, buffer=8192)  # hw_free, then again
-    assert (h.pcm.model.avail_min, h.pcm.model.stop_threshold, h.state) == (2048, 8192, State.PREPARED)
+    m = h.pcm.model
+    assert (m.avail_min, m.stop_threshold, h.state) == (2048, 8192, State.PREPARED)
     data = signal(3000, seed=20)
     assert h.writei(data) == 3000
     h.drain()

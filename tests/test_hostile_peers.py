@@ -11,17 +11,24 @@ import time
 from pathlib import Path
 
 import pytest
+from audio import make_signal
+from conftest import Proc, wait_until
 
-from alsa_pvplug.errors import BackendError, PvSndError, RemoteProtocolError
+from alsa_pvplug.errors import RemoteProtocolError
 from alsa_pvplug.frontend import Card
 from alsa_pvplug.protocol import ring as ring_mod
 from alsa_pvplug.protocol import sndif
 from alsa_pvplug.protocol.sndif import (
-    HwParamQuery, HwParams, Op, OpenReq, PcmFormat, RwReq, TriggerReq, UnknownReq)
+    HwParamQuery,
+    HwParams,
+    Op,
+    OpenReq,
+    PcmFormat,
+    RwReq,
+    TriggerReq,
+    UnknownReq,
+)
 from alsa_pvplug.transport import open_transport
-
-from audio import make_signal
-from conftest import Proc, wait_until
 
 HERE = Path(__file__).resolve().parent
 
@@ -109,7 +116,7 @@ class RawGuest:
         return self.next_id
 
     def open(self, **kw) -> sndif.Resp:
-        st, card = self.st, self.card
+        card = self.card
         pages = card.sharer.share_pages(card.be_domid, 1)
         dirp = card.sharer.share_pages(card.be_domid, 1)
         dirp.buf[:4096] = sndif.encode_page_directory(dirp.refs, pages.refs)[0]

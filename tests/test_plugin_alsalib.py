@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from audio import make_signal
+from conftest import PvEnv
 
 from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.protocol.sndif import PcmFormat
-
-from audio import make_signal
-from conftest import PvEnv
 
 RATE = 48000
 FRAME = 4  # S16_LE stereo

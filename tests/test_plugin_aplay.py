@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from audio import make_signal, write_wav
+from conftest import Proc, PvEnv
 
 from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.protocol.sndif import PcmFormat, frame_bytes
-
-from audio import make_signal, write_wav
-from conftest import PvEnv
 
 FORMATS = [PcmFormat.S16_LE, PcmFormat.S32_LE, PcmFormat.FLOAT_LE]
 MATRIX = list(itertools.product(FORMATS, (1, 2, 6), (44100, 48000)))
@@ -187,7 +186,7 @@ def _long_wav(env: PvEnv, seconds: float = 5) -> Path:
     return src
 
 
-def _playing(env: PvEnv, src: Path) -> "Proc":
+def _playing(env: PvEnv, src: Path) -> Proc:
     from conftest import Proc, wait_until
 
     p = Proc(["aplay", "-D", "pvplug", str(src)], env.root / "victim.log", env=env.env)

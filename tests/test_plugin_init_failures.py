@@ -19,19 +19,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import pytest
+from audio import make_signal, write_wav
+from conftest import OUTPUT_CAP, SYSTEM_ALSA_CONF, PvEnv, _die_with_parent, wait_until
 
 from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.glue.build import build_plugin
 from alsa_pvplug.glue.install import render_conf
 from alsa_pvplug.protocol.sndif import PcmFormat
-
-from audio import make_signal, write_wav
-from conftest import OUTPUT_CAP, REPO, SYSTEM_ALSA_CONF, PvEnv, _die_with_parent, wait_until
 
 OPEN_DEADLINE = 1.0   # seconds from exec to exit
 CPU_LIMIT = 0.6       # user + sys seconds: Python's start-up, no loop

@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
-
-import numpy as np
-import pytest
 
 import conftest
-from alsa_pvplug.backend.wavfile import read_wav
-from alsa_pvplug.protocol.sndif import PcmFormat
-
+import numpy as np
+import pytest
 from audio import make_signal, write_wav
 from conftest import PvEnv, Sim
+
+from alsa_pvplug.backend.wavfile import read_wav
+from alsa_pvplug.protocol.sndif import PcmFormat
 
 pytest.importorskip("alsaaudio")
 

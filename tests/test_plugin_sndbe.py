@@ -11,17 +11,16 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
-from alsa_pvplug.backend.wavfile import read_wav
-from alsa_pvplug.protocol.sndif import PcmFormat
-
 from audio import make_signal, write_wav
 from conftest import PvEnv
 from test_plugin_alsalib import assert_exact, behaviour_bin, run_cmd  # noqa: F401
+
+from alsa_pvplug.backend.wavfile import read_wav
+from alsa_pvplug.protocol.sndif import PcmFormat
 
 RATE = 48000
 

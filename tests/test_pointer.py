@@ -3,11 +3,11 @@ on a backend clock that drifts against ours.  Pure: every time is an argument.""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import random
 
 from alsa_pvplug.protocol.pointer import MIN_SPAN, PositionClock
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -11,9 +11,24 @@ from hypothesis import strategies as st
 from alsa_pvplug.errors import LocalProtocolError, RemoteProtocolError
 from alsa_pvplug.protocol import ring
 from alsa_pvplug.protocol.ring import (
-    EVT_RING_LEN, EVT_RING_OFFS, IN_CONS_OFF, IN_PROD_OFF, REQ_EVENT_OFF, REQ_PROD_OFF,
-    RING_HEADER, RING_SIZE, RSP_EVENT_OFF, RSP_PROD_OFF, SLOT_SIZE, BackRing, BufferIndexOps,
-    EventRingBack, EventRingFront, FrontRing, IndexOps)
+    EVT_RING_LEN,
+    EVT_RING_OFFS,
+    IN_CONS_OFF,
+    IN_PROD_OFF,
+    REQ_EVENT_OFF,
+    REQ_PROD_OFF,
+    RING_HEADER,
+    RING_SIZE,
+    RSP_EVENT_OFF,
+    RSP_PROD_OFF,
+    SLOT_SIZE,
+    BackRing,
+    BufferIndexOps,
+    EventRingBack,
+    EventRingFront,
+    FrontRing,
+    IndexOps,
+)
 
 M = 2**32
 STARTS = [0, 2**32 - 3, 2**32 - 1]
@@ -74,7 +89,9 @@ def test_buffer_index_ops_is_an_index_ops() -> None:
     ops: IndexOps = BufferIndexOps(bytearray(8))
     ops.store(4, 2**32 + 5)   # stored mod 2**32
     assert ops.load(4) == 5
-    ops.mb(); ops.rmb(); ops.wmb()
+    ops.mb()
+    ops.rmb()
+    ops.wmb()
 
 
 class TestFrontInit:

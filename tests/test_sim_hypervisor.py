@@ -18,15 +18,20 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from alsa_pvplug.errors import ConfigError, XenError
 from alsa_pvplug.transport import open_transport
 from alsa_pvplug.transport import sim as simt
-from alsa_pvplug.transport.sim import (SimEventChannel, SimGrantMapper, SimGrantSharer,
-                                       hypervisor_socket)
+from alsa_pvplug.transport.sim import (
+    SimEventChannel,
+    SimGrantMapper,
+    SimGrantSharer,
+    hypervisor_socket,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEADLINE = 10.0

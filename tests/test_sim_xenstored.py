@@ -18,8 +18,8 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -27,8 +27,8 @@ from alsa_pvplug.errors import XenError
 from alsa_pvplug.sim.xenstored import HEADER, XenstoredServer, XsType
 
 try:
-    from alsa_pvplug.transport.xenstore import LibXenStore
     import alsa_pvplug._native  # noqa: F401  (built by pvplug_build.py)
+    from alsa_pvplug.transport.xenstore import LibXenStore
 except ImportError:  # pragma: no cover - native module not built
     pytest.skip("alsa_pvplug._native not built", allow_module_level=True)
 

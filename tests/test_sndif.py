@@ -17,11 +17,38 @@ from hypothesis import strategies as st
 from alsa_pvplug.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 from alsa_pvplug.protocol import sndif
 from alsa_pvplug.protocol.sndif import (
-    GREFS_PER_DIR_PAGE, PAGE_SIZE, CloseReq, CurPosEvt, EvtType, HwParamQuery, HwParams, Op,
-    OpenReq, PcmFormat, Resp, RwReq, Trigger, TriggerReq, UnknownReq, buffer_page_count,
-    decode_directory_page, decode_event, decode_request, decode_response, dir_page_count,
-    encode_event, encode_page_directory, encode_request, encode_response, format_from_string,
-    format_mask, format_to_string, formats_from_mask, frame_bytes, sample_bytes)
+    GREFS_PER_DIR_PAGE,
+    PAGE_SIZE,
+    CloseReq,
+    CurPosEvt,
+    EvtType,
+    HwParamQuery,
+    HwParams,
+    Op,
+    OpenReq,
+    PcmFormat,
+    Resp,
+    RwReq,
+    Trigger,
+    TriggerReq,
+    UnknownReq,
+    buffer_page_count,
+    decode_directory_page,
+    decode_event,
+    decode_request,
+    decode_response,
+    dir_page_count,
+    encode_event,
+    encode_page_directory,
+    encode_request,
+    encode_response,
+    format_from_string,
+    format_mask,
+    format_to_string,
+    formats_from_mask,
+    frame_bytes,
+    sample_bytes,
+)
 
 SNDIF_H = "/usr/include/xen/io/sndif.h"
 
@@ -636,7 +663,8 @@ class TestRealHeader:
         assert sndif.DRIVER_NAME == strs["XENSND_DRIVER_NAME"]
         assert sndif.LIST_SEPARATOR == strs["XENSND_LIST_SEPARATOR"]
         for f in PcmFormat:
-            assert format_to_string(f) == strs[f"XENSND_PCM_FORMAT_{_C_FMT.get(f.name, f.name)}_STR"]
+            name = _C_FMT.get(f.name, f.name)
+            assert format_to_string(f) == strs[f"XENSND_PCM_FORMAT_{name}_STR"]
 
     def test_vectors_match_c(self, real_header) -> None:  # type: ignore[no-untyped-def]
         ffi, lib = real_header

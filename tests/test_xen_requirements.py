@@ -15,18 +15,17 @@ import shutil
 import subprocess
 import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from conftest import REPO, Sim
 
 from alsa_pvplug.errors import DeviceBusy, XenError
 from alsa_pvplug.frontend import Card
 from alsa_pvplug.protocol.xenbus import XenbusState, parse_state
 from alsa_pvplug.transport import open_transport, xen
 from alsa_pvplug.transport.sim import SimTransport
-
-from conftest import REPO, Sim
 
 no_xen = pytest.mark.skipif(os.path.exists(xen.EVTCHN_DEVICE), reason="this is a Xen domain")
 

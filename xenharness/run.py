@@ -89,7 +89,7 @@ def s16_signal(frames: int, f1: float, f2: float, seed: int) -> bytes:
     out = bytearray()
     x = seed
     for i in range(frames):
-        for ch, f in enumerate((f1, f2)):
+        for _ch, f in enumerate((f1, f2)):
             x = (1103515245 * x + 12345) & 0x7FFFFFFF
             v = int(12000 * math.sin(2 * math.pi * f * i / RATE)) + (x >> 20) - 1024
             out += struct.pack("<h", v)
@@ -422,7 +422,7 @@ def main() -> int:
         if not match:
             failures.append(f"{name}: no backend WAV is bit-exact with what aplay played")
     if "long" in sent:
-        for n, info, data in outs:
+        for n, _info, data in outs:
             if data and data[:64] == sent["long"][:64]:
                 cut = next((i for i in range(min(len(data), len(sent["long"])))
                             if data[i] != sent["long"][i]), min(len(data), len(sent["long"])))

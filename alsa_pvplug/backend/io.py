@@ -52,7 +52,7 @@ def silence_byte(fmt: PcmFormat) -> int:
 
 
 class NullSink:
-    def open(self, info: WavInfo, label: str) -> "NullSink":
+    def open(self, info: WavInfo, label: str) -> NullSink:
         return self
 
     def write(self, data: bytes | memoryview) -> None:
@@ -96,7 +96,7 @@ class HashDirSink:
         os.makedirs(directory, exist_ok=True)
         self._seq = 0
 
-    def open(self, info: WavInfo, label: str) -> "_HashInstance":
+    def open(self, info: WavInfo, label: str) -> _HashInstance:
         self._seq += 1
         return _HashInstance(os.path.join(self.directory, f"{label}-{self._seq:06d}.hash"), info)
 
@@ -120,7 +120,7 @@ class _HashInstance:
 
 
 class PatternSource:
-    def open(self, info: WavInfo, label: str) -> "_PatternInstance":
+    def open(self, info: WavInfo, label: str) -> _PatternInstance:
         if info.format != PcmFormat.S16_LE:
             raise ConfigError("the pattern source makes S16_LE only", key="format")
         return _PatternInstance(info)
@@ -145,7 +145,7 @@ class _PatternInstance:
 
 
 class SilenceSource:
-    def open(self, info: WavInfo, label: str) -> "_ConstSource":
+    def open(self, info: WavInfo, label: str) -> _ConstSource:
         return _ConstSource(silence_byte(info.format))
 
 
@@ -172,7 +172,7 @@ class WavFileSource:
         if not self.files:
             raise ConfigError(f"wav source {path}: no .wav file", key="source")
 
-    def open(self, info: WavInfo, label: str) -> "_BytesSource":
+    def open(self, info: WavInfo, label: str) -> _BytesSource:
         for _f, finfo, data in self.files:
             if finfo == info:
                 return _BytesSource(data, silence_byte(info.format))
@@ -214,7 +214,7 @@ class SineSource:
         self.freq = freq
         self.amplitude = amplitude
 
-    def open(self, info: WavInfo, label: str) -> "_SineInstance":
+    def open(self, info: WavInfo, label: str) -> _SineInstance:
         if info.format not in _SINE_FORMATS:
             raise ConfigError(f"sine source cannot produce {info.format.name}", key="format")
         return _SineInstance(self, info)
@@ -272,7 +272,7 @@ class AlsaDevice:
         self.device = device
         self.capture = capture
 
-    def open(self, info: WavInfo, label: str, period_frames: int = 1024) -> "_AlsaInstance":
+    def open(self, info: WavInfo, label: str, period_frames: int = 1024) -> _AlsaInstance:
         import alsaaudio
 
         period = max(self.MIN_PERIOD_FRAMES, period_frames)
@@ -373,11 +373,11 @@ class Loopback:
 
     MAX_SECONDS = 2.0
 
-    def __init__(self, capture: bool, cards: dict[str, "_LoopFifo"]) -> None:
+    def __init__(self, capture: bool, cards: dict[str, _LoopFifo]) -> None:
         self.capture = capture
         self.cards = cards
 
-    def open(self, info: WavInfo, label: str) -> "_LoopEnd":
+    def open(self, info: WavInfo, label: str) -> _LoopEnd:
         card = "-".join(label.split("-")[:2])
         fifo = self.cards.get(card)
         if fifo is None or (not self.capture and fifo.info != info):
@@ -420,7 +420,7 @@ class _LoopEnd:
 _LOOP_CARDS: dict[str, _LoopFifo] = {}
 
 
-def parse_sink(spec: str) -> NullSink | WavDirSink | AlsaDevice | Loopback:
+def parse_sink(spec: str) -> NullSink | WavDirSink | AlsaDevice | Loopback | HashDirSink:
     kind, _, arg = spec.partition(":")
     if kind == "null":
         return NullSink()
@@ -436,7 +436,8 @@ def parse_sink(spec: str) -> NullSink | WavDirSink | AlsaDevice | Loopback:
                       value=spec)
 
 
-def parse_source(spec: str) -> SilenceSource | WavFileSource | SineSource | AlsaDevice | Loopback:
+def parse_source(spec: str) -> (SilenceSource | WavFileSource | SineSource | AlsaDevice
+                                 | Loopback | PatternSource):
     kind, _, arg = spec.partition(":")
     if kind == "null":
         return SilenceSource()

@@ -27,8 +27,9 @@ import math
 import selectors
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigError, PvSndError, RemoteProtocolError, XenError
 from ..protocol import sndif
@@ -48,7 +49,6 @@ from ..protocol.sndif import (
     TriggerReq,
     UnknownReq,
 )
-from ..protocol.xsnum import DOMID_MAX, U32_MAX, is_decimal, parse_uint
 from ..protocol.xenbus import (
     BackendAction,
     XenbusState,
@@ -56,6 +56,7 @@ from ..protocol.xenbus import (
     backend_startup,
     parse_state,
 )
+from ..protocol.xsnum import DOMID_MAX, U32_MAX, is_decimal, parse_uint
 from ..transport.base import EventChannel, GrantMapper, SharedPages, Transport
 from ..transport.memory import NativeIndexOps
 from .io import AlsaDevice
@@ -115,7 +116,7 @@ class _Refused:
 class BackendStream:
     """One stream of a connected device."""
 
-    def __init__(self, device: "VsndDevice", cfg: StreamConfig) -> None:
+    def __init__(self, device: VsndDevice, cfg: StreamConfig) -> None:
         self.dev = device
         self.cfg = cfg
         self.label = f"dom{device.fe_domid}-vsnd{device.devid}-{cfg.pcm_index}-{cfg.stream_index}"
@@ -543,7 +544,7 @@ class BackendStream:
         """Octets the clock says should be done by ``now``."""
         assert self.info is not None
         if self.device is not None:  # as far as the device takes (has)
-            return self.done + max(0, self.device.room())
+            return self.done + max(0, int(self.device.room()))
         if not self.dev.backend.options.paced:
             # Capture: a period beyond what the guest asked for; more could
             # overwrite frames it confirmed and has not copied out yet.
@@ -732,7 +733,7 @@ def _quietly(fn: Callable[..., object], *args: object) -> None:
 class VsndDevice:
     """One vsnd device of one guest: the backend half of the xenbus handshake."""
 
-    def __init__(self, backend: "Backend", fe_domid: int, devid: int, be_dir: str) -> None:
+    def __init__(self, backend: Backend, fe_domid: int, devid: int, be_dir: str) -> None:
         self.backend = backend
         self.fe_domid = fe_domid
         self.devid = devid
@@ -938,7 +939,7 @@ class Backend:
                 _quietly(self.xs.unwatch, f"{d.fe_dir}/state", f"fe:{key[0]}:{key[1]}")
                 self.guard(d, "remove", d.release)
 
-    def guard(self, device: "VsndDevice", what: str, fn: Callable[..., None],
+    def guard(self, device: VsndDevice, what: str, fn: Callable[..., None],
               *args: Any) -> None:
         """Run one device's handling; whatever it raises closes that device
         (``VsndDevice.fail``) and never reaches the loop serving the others."""

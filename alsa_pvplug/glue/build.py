@@ -19,25 +19,10 @@ from pathlib import Path
 PLUGIN_NAME = "libasound_module_pcm_pvplug.so"
 CSRC = Path(__file__).resolve().parents[2] / "csrc"
 
-PY_CDEF = """
-extern "Python" int pvplug_py_open(const char *, int, int, int, const char **,
-                                   const char **, struct pvplug_hw *, char *, size_t);
-extern "Python" int pvplug_py_hw_params(int, int, int, unsigned int, unsigned int,
-                                        unsigned long, unsigned long);
-extern "Python" int pvplug_py_sw_params(int, unsigned long, unsigned long,
-                                        unsigned long, unsigned long);
-extern "Python" int pvplug_py_prepare(int);
-extern "Python" int pvplug_py_start(int, unsigned long);
-extern "Python" int pvplug_py_stop(int);
-extern "Python" long pvplug_py_pointer(int, unsigned long);
-extern "Python" long pvplug_py_transfer(int, unsigned long, char *, unsigned long);
-extern "Python" int pvplug_py_drain(int, unsigned long, int);
-extern "Python" int pvplug_py_pause(int, int);
-extern "Python" int pvplug_py_delay(int, unsigned long, long *);
-extern "Python" int pvplug_py_poll_revents(int, unsigned long, int);
-extern "Python" int pvplug_py_hw_free(int);
-extern "Python" int pvplug_py_close(int);
-"""
+def _py_cdef() -> str:
+    """csrc/pvplug_py.h as cffi's cdef: the shim's view of the Python side."""
+    text = (CSRC / "pvplug_py.h").read_text()
+    return text[text.index("*/") + 2:].replace("PVPLUG_PY", 'extern "Python"')
 
 INIT_CODE = """
 import site, sys
@@ -89,7 +74,7 @@ def build_plugin(out_dir: str | Path, *, extra_site_dirs: list[str] | None = Non
     dirs = site_dirs_override if site_dirs_override is not None else \
         site_dirs() + list(extra_site_dirs or [])
     ffi = FFI()
-    ffi.cdef(_hw_struct() + PY_CDEF)
+    ffi.cdef(_hw_struct() + _py_cdef())
     ffi.embedding_api("")
     ffi.set_source(
         "_pvplug_plugin",

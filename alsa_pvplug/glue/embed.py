@@ -13,7 +13,8 @@ import itertools
 import logging
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import PvSndError, to_errno
 from ..protocol.config import parse_plugin_options
@@ -91,7 +92,7 @@ def register(ffi: Any, lib: Any) -> None:
             arr[i] = v
         return len(values)
 
-    @ffi.def_extern(onerror=lambda *a: None)
+    @ffi.def_extern(error=-errno.EIO, onerror=lambda *a: None)  # type: ignore[untyped-decorator]
     def pvplug_py_open(name: Any, stream: int, mode: int, nopts: int, keys: Any,
                        values: Any, hw: Any, err: Any, errlen: int) -> int:
         try:
@@ -99,13 +100,13 @@ def register(ffi: Any, lib: Any) -> None:
             v = [ffi.string(values[i]).decode(errors="replace") for i in range(nopts)]
             pcm_id, pcm = open_pcm(k, v, stream, mode)
             c = pcm.constraints
-            hw.n_formats = fill(hw.formats, 64, c.formats)
-            hw.n_rates = fill(hw.rates, 64, c.rates)
+            hw.n_formats = fill(hw.formats, len(hw.formats), c.formats)
+            hw.n_rates = fill(hw.rates, len(hw.rates), c.rates)
             hw.channels_min, hw.channels_max = c.channels
             hw.period_bytes_min, hw.period_bytes_max = c.period_bytes
             hw.buffer_bytes_min, hw.buffer_bytes_max = c.buffer_bytes
             hw.periods_min, hw.periods_max = c.periods
-            hw.n_fds = fill(hw.fds, 2, pcm.poll_fds())
+            hw.n_fds = fill(hw.fds, len(hw.fds), pcm.poll_fds())
             hw.fast = ffi.cast("void *", pcm.fast_address)
             return pcm_id
         except BaseException as exc:  # noqa: BLE001

@@ -414,7 +414,7 @@ class IoplugHarness:
         finally:
             self.pcm.close()
 
-    def __enter__(self) -> "IoplugHarness":
+    def __enter__(self) -> IoplugHarness:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -20,17 +20,32 @@ import errno
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from .. import cardpool
 from .._native import ffi as native_ffi
 from .._native import lib as native
-from ..errors import (BackendError, BackendTimeout, ConfigError, LocalProtocolError, PvSndError,
-                      RemoteProtocolError, Xrun)
+from ..errors import (
+    BackendError,
+    BackendTimeout,
+    ConfigError,
+    LocalProtocolError,
+    PvSndError,
+    RemoteProtocolError,
+    Xrun,
+)
 from ..protocol.config import PluginOptions
 from ..protocol.pcm import PcmModel, PcmState
-from ..protocol.sndif import HwParams, PcmFormat, format_mask, formats_from_mask, sample_bytes
+from ..protocol.sndif import (
+    HwParams,
+    PcmFormat,
+    format_mask,
+    formats_from_mask,
+    sample_bytes,
+    silence,
+)
 from ..protocol.stream import StreamState
 from . import alsa
 
@@ -373,7 +388,7 @@ class PvPcm:
             st = self.stream
             if m.appl > st.appl:
                 # snd_pcm_forward skipped frames: the backend plays silence there.
-                st.write_at(st.appl, alsa.silence(g.fmt, (m.appl - st.appl) * g.frame_bytes),
+                st.write_at(st.appl, silence(g.fmt, (m.appl - st.appl) * g.frame_bytes),
                             now)
             st.write_at(m.appl, view, now)
             m.appl += frames

@@ -22,7 +22,7 @@ truncated.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
@@ -638,7 +638,7 @@ def _parse_seconds(key: str, raw: str) -> float:
     return value
 
 
-_OPTION_PARSERS = {
+_OPTION_PARSERS: dict[str, Callable[[str, str], object]] = {
     "card": lambda k, v: _parse_uint(k, v, 0, 2**31 - 1),
     "device": lambda k, v: _parse_uint(k, v, 0, 2**31 - 1),
     "stream": lambda k, v: _parse_uint(k, v, 0, 2**31 - 1),

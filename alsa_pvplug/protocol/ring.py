@@ -94,7 +94,7 @@ class BufferIndexOps:
         self._buf = buf
 
     def load(self, off: int) -> int:
-        return struct.unpack_from("<I", self._buf, off)[0]
+        return int(struct.unpack_from("<I", self._buf, off)[0])
 
     def store(self, off: int, value: int) -> None:
         struct.pack_into("<I", self._buf, off, value & _M)

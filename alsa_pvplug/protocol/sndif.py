@@ -18,9 +18,9 @@ against the compiled header by ``tests/test_sndif.py``; see
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Iterable, Union
 
 from ..errors import ConfigError, LocalProtocolError, RemoteProtocolError
 
@@ -385,7 +385,7 @@ class UnknownReq:
     operation: int
 
 
-Request = Union[OpenReq, CloseReq, RwReq, TriggerReq, HwParamQuery, UnknownReq]
+Request = OpenReq | CloseReq | RwReq | TriggerReq | HwParamQuery | UnknownReq
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,15 @@ op                        request fields (+ fds)                      reply fiel
 ========================  ==========================================  =======================
 ``share``                 ``domid``, ``count``, ``writable`` + 1 fd   ``refs``
 ``unshare``               ``refs``                                     -
-``map``                   ``domid``, ``refs``, ``writable``            ``pages`` [[fd_index, offset]] + fds
-``evtchn_open``           -                                           ``table_pages`` + 2 fds (push socket, epoch table)
+``map``                   ``domid``, ``refs``, ``writable``            ``pages`` [[fd, off]] + fds
+``evtchn_open``           -                                           ``table_pages`` + 2 fds (1)
 ``bind_unbound_port``     ``remote_domid``                            a port state
 ``bind_interdomain``      ``remote_domid``, ``remote_port``           a port state (+ 5 fds)
 ``evtchn_resolve``        ``port``                                    a port state (+ 5 fds)
 ``unbind``                ``port``                                    -
 ========================  ==========================================  =======================
+
+(1) the push socket and the epoch table.
 
 A port state is ``port``, ``epoch`` and ``state``: ``"unbound"``, or
 ``"connected"`` with ``channel`` (a serial, never reused), ``end`` (0 for
@@ -87,8 +89,9 @@ import pathlib
 import selectors
 import socket
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .._native import ffi, lib
 
@@ -151,17 +154,17 @@ class _Grant:
     memory: _Memory
     offset: int
     writable: bool
-    owner: "_Connection"
+    owner: _Connection
 
 
 @dataclass(eq=False)
 class _Port:
     domid: int
     port: int
-    owner: "_Connection"
+    owner: _Connection
     remote_domid: int
     epoch: int = 0
-    channel: "_Channel | None" = None
+    channel: _Channel | None = None
     end: int = 0  # our index in channel.ends
 
 
@@ -233,7 +236,7 @@ def _want_refs(req: dict[str, Any]) -> list[int]:
 class _Connection:
     """One client connection of one domain: a sharer, mapper or evtchn handle."""
 
-    def __init__(self, server: "HypervisorServer", domain: _Domain, sock: socket.socket) -> None:
+    def __init__(self, server: HypervisorServer, domain: _Domain, sock: socket.socket) -> None:
         self.server = server
         self.domain = domain
         self.sock = sock
@@ -468,7 +471,9 @@ class HypervisorServer:
         if op in ("bind_unbound_port", "bind_interdomain", "evtchn_resolve", "unbind"):
             if not conn.is_evtchn:
                 raise _Reject(errno.EBADF, "not an event channel handle (evtchn_open first)")
-            return getattr(self, f"_{op}")(conn, req)
+            handler: Callable[[_Connection, dict[str, Any]],
+                              tuple[dict[str, Any], list[int], list[int]]] = getattr(self, f"_{op}")
+            return handler(conn, req)
         raise _Reject(errno.ENOSYS, f"unknown op {op!r}")
 
     # grants

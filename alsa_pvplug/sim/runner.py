@@ -14,8 +14,8 @@ import os
 import resource
 import selectors
 import signal
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .hypervisor import HypervisorServer
 from .toolstack import create_domain, create_vsnd

@@ -10,7 +10,8 @@ is owned by the backend domain with read access for the guest, both
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from ..protocol.config import parse_xl_vsnd, xl_card_to_xenstore
 

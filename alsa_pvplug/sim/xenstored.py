@@ -34,8 +34,8 @@ import selectors
 import socket
 import struct
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 from ..errors import XenError
 
@@ -126,7 +126,7 @@ class _Node:
     value: bytes
     perms: Perms
     gen: int
-    children: dict[str, "_Node"] = field(default_factory=dict)
+    children: dict[str, _Node] = field(default_factory=dict)
 
 
 class _Tree:
@@ -139,7 +139,7 @@ class _Tree:
         # path -> generation when the transaction first touched it (None = absent).
         self.accessed: dict[str, int | None] | None = None
 
-    def copy(self) -> "_Tree":
+    def copy(self) -> _Tree:
         """A deep copy for a transaction (iterative: paths may be ~1500 deep)."""
         new = _Tree.__new__(_Tree)
         new.gens, new.owned, new.accessed = self.gens, self.owned.copy(), {}
@@ -368,7 +368,7 @@ class XenstoredServer:
         if not perms or any(letter not in _PERM_LETTERS or not 0 <= d <= 0xFFFF
                             for d, letter in perms):
             raise XenError("set_perms", errno.EINVAL, f"bad permissions {perms!r}")
-        self._privileged("set_perms", path, [(int(d), str(l)) for d, l in perms])
+        self._privileged("set_perms", path, [(int(d), str(letter)) for d, letter in perms])
 
     def read(self, path: str) -> str | None:
         with self._lock:
@@ -731,7 +731,7 @@ class XenstoredServer:
             path = path[len(f"/local/domain/{conn.domid}/"):]
         self._send(conn, XsType.WATCH_EVENT, 0, 0, path.encode() + b"\0" + watch.token + b"\0")
 
-    _HANDLERS: dict[int, Callable[["XenstoredServer", _Connection, int, bytes], _Reply]] = {
+    _HANDLERS: dict[int, Callable[[XenstoredServer, _Connection, int, bytes], _Reply]] = {
         XsType.READ: _op_read, XsType.WRITE: _op_write, XsType.MKDIR: _op_mkdir,
         XsType.RM: _op_rm, XsType.DIRECTORY: _op_directory,
         XsType.DIRECTORY_PART: _op_directory_part, XsType.GET_PERMS: _op_get_perms,

@@ -10,7 +10,8 @@ decisions.  Two implementations: ``xen`` (the real libraries) and ``sim``
 from __future__ import annotations
 
 import abc
-from typing import Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 PAGE_SIZE = 4096
 
@@ -163,8 +164,9 @@ class XenStore(abc.ABC):
 
     def transact(self, body: Callable[[int], T], attempts: int = 16) -> T:
         """Run ``body(tx)`` in a transaction, retrying the whole body on EAGAIN."""
-        from ..errors import XenError
         import errno
+
+        from ..errors import XenError
 
         for _ in range(attempts):
             tx = self.transaction_start()

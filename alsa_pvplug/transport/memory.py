@@ -27,7 +27,7 @@ class NativeIndexOps:
         self._base = ffi.from_buffer(owner, require_writable=True)
 
     def load(self, off: int) -> int:
-        return lib.pvplug_load_u32(self._base, off)
+        return int(lib.pvplug_load_u32(self._base, off))
 
     def store(self, off: int, value: int) -> None:
         lib.pvplug_store_u32(self._base, off, value & 0xFFFFFFFF)

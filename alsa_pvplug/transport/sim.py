@@ -28,7 +28,8 @@ import pathlib
 import select
 import socket
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .._native import ffi, lib
 from ..errors import XenError
@@ -73,7 +74,7 @@ class _Control:
         sock.settimeout(TIMEOUT)
         try:
             sock.connect(self.path)
-        except socket.timeout:
+        except TimeoutError:
             sock.close()
             raise XenError(open_func, errno.ETIMEDOUT, f"connecting to {self.path}") from None
         except OSError as exc:
@@ -114,7 +115,7 @@ class _Control:
                     sock.send(data)
                 msg, rfds, flags, _ = socket.recv_fds(sock, MAX_MESSAGE, max(max_fds, 1),
                                                       socket.MSG_CMSG_CLOEXEC)
-            except socket.timeout:
+            except TimeoutError:
                 raise self._lost(func, errno.ETIMEDOUT,
                                  f"no reply from the simulated hypervisor within {TIMEOUT:g} s"
                                  ) from None
@@ -123,7 +124,8 @@ class _Control:
                                  "connection to the simulated hypervisor failed") from None
             if not msg:
                 _close_fds(rfds)
-                raise self._lost(func, errno.ECONNRESET, "simulated hypervisor closed the connection")
+                raise self._lost(func, errno.ECONNRESET,
+                                 "simulated hypervisor closed the connection")
             if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
                 _close_fds(rfds)
                 raise self._lost(func, errno.EPROTO, "oversized reply")
@@ -287,7 +289,8 @@ class SimGrantMapper(GrantMapper):
         finally:
             _close_fds(fds)  # the mappings hold their own references
         # Unmapped when the last view of it dies (see unmap).
-        base = ffi.gc(base, lambda p, n=len(refs): lib.pvplug_unmap_pages(p, n))
+        n_pages = len(refs)
+        base = ffi.gc(base, lambda p: lib.pvplug_unmap_pages(p, n_pages))
         mapped = SimMappedPages(refs, base, bool(writable))
         self._mapped.append(mapped)
         return mapped
@@ -350,7 +353,7 @@ class _PortState:
 
 
 def _claimable(state: int) -> bool:
-    return state & (_PENDING | _MASKED) == _PENDING
+    return bool(state & (_PENDING | _MASKED) == _PENDING)
 
 
 class SimEventChannel(EventChannel):
@@ -503,7 +506,7 @@ class SimEventChannel(EventChannel):
                 raise XenError(func, errno.EPROTO, "malformed port state in reply")
             elif reply.get("fds") is True and len(fds) == _CHANNEL_FDS:
                 page = _map_fd(func, fds[0], 1, "channel page")
-                link = _Link(reply.get("channel"), reply["end"], page, fds[1:])
+                link = _Link(int(reply["channel"]), reply["end"], page, fds[1:])
                 os.close(fds[0])
                 fds = []
                 self._detach(st)
@@ -581,7 +584,7 @@ class SimEventChannel(EventChannel):
             if h is None:  # (C would take None for NULL)
                 raise XenError(func, errno.EBADF, "handle is closed")
             for _ in range(4):
-                got = lib.pvplug_evtchn_pending(h)
+                got = int(lib.pvplug_evtchn_pending(h))
                 if got > 0:
                     return got
                 if got == _SYNC:

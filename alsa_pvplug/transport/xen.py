@@ -22,7 +22,8 @@ import logging
 import mmap
 import os
 import select
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import XenError
 from .base import PAGE_SIZE, EventChannel, GrantMapper, GrantSharer, SharedPages, Transport

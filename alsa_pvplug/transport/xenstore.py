@@ -23,7 +23,8 @@ import errno
 import logging
 import os
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import XenError
 from .base import XenStore
@@ -61,7 +62,7 @@ class LibXenStore(XenStore):
         self._lib = lib
 
     @classmethod
-    def open(cls, socket_path: str | None = None) -> "LibXenStore":
+    def open(cls, socket_path: str | None = None) -> LibXenStore:
         """Connect to xenstored.
 
         Parameters
@@ -233,7 +234,7 @@ class LibXenStore(XenStore):
         if ptr == self._ffi.NULL:
             raise self._fail("xs_get_domain_path", str(domid))
         try:
-            return self._ffi.string(ptr).decode("utf-8", "surrogateescape")
+            return str(self._ffi.string(ptr).decode("utf-8", "surrogateescape"))
         finally:
             self._lib.free(ptr)
 
@@ -243,7 +244,7 @@ class LibXenStore(XenStore):
         if handle is not None:
             self._lib.xs_close(handle)
 
-    def __enter__(self) -> "LibXenStore":
+    def __enter__(self) -> LibXenStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -68,7 +68,8 @@ class Plan:
     # -- xenstore ------------------------------------------------------------
     def _path(self, spec: str) -> str:
         side, _, rel = spec.partition(":")
-        base = "/local/domain/0/backend/vsnd/1/0" if side == "be" else "/local/domain/1/device/vsnd/0"
+        base = ("/local/domain/0/backend/vsnd/1/0" if side == "be"
+                else "/local/domain/1/device/vsnd/0")
         return f"{base}/{rel}"
 
     def xs_action(self, a: dict[str, Any], xs: Any = None) -> None:

@@ -12,14 +12,15 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from alsa_pvplug.backend.wavfile import read_wav
 
 from . import backend_side, guest_side, peers
-from .world import (CLI, Forked, Sub, fork_call, mem_kb, run_client, start_sim, wait_states)
+from .world import CLI, Forked, Sub, fork_call, mem_kb, run_client, start_sim, wait_states
 
 # Outcome classes (the table), most severe first.
 CRASH = "backend crashed"

@@ -362,7 +362,8 @@ def _geometry(rng: random.Random) -> dict[str, Any]:
 def _resp_rule(rng: random.Random) -> dict[str, Any]:
     do = rng.choice(["id", "op", "status", "status", "hw", "drop", "dup", "late", "extra",
                      "jump", "garbage"])
-    rule: dict[str, Any] = {"op": rng.choice([None, None, *OPS]), "nth": rng.choice([0, 0, 1, 2, 5]),
+    rule: dict[str, Any] = {"op": rng.choice([None, None, *OPS]),
+                            "nth": rng.choice([0, 0, 1, 2, 5]),
                             "every": rng.random() < 0.3, "do": do}
     if do == "id":
         rule["value"] = rng.choice([1, 0x8000, 0xFFFF, rng.getrandbits(16)])

@@ -28,7 +28,16 @@ from alsa_pvplug.protocol import ring as R
 from alsa_pvplug.protocol import sndif
 from alsa_pvplug.protocol.config import parse_card_config
 from alsa_pvplug.protocol.sndif import (
-    CloseReq, HwParamQuery, HwParams, Op, OpenReq, PcmFormat, RwReq, TriggerReq, UnknownReq)
+    CloseReq,
+    HwParamQuery,
+    HwParams,
+    Op,
+    OpenReq,
+    PcmFormat,
+    RwReq,
+    TriggerReq,
+    UnknownReq,
+)
 from alsa_pvplug.protocol.xenbus import parse_state
 from alsa_pvplug.transport import open_transport
 from alsa_pvplug.transport.memory import NativeIndexOps
@@ -77,7 +86,8 @@ class HStream:
 
 
 class HostileGuest:
-    def __init__(self, sim_dir: str, domid: int, rng: random.Random, backend_pid: int | None) -> None:
+    def __init__(self, sim_dir: str, domid: int, rng: random.Random,
+                 backend_pid: int | None) -> None:
         self.rng = rng
         self.domid = domid
         self.backend_pid = backend_pid

@@ -16,7 +16,7 @@ def _fmt_kb(kb: int | None) -> str:
     return "?" if kb is None else f"{kb / 1024:.1f} MB"
 
 
-def guest_summary(gc: "C.GuestCampaign") -> dict[str, Any]:
+def guest_summary(gc: C.GuestCampaign) -> dict[str, Any]:
     results = gc.results
     counts = _counts(results)
     verdicts = gc.book.verdicts()
@@ -48,7 +48,7 @@ def guest_summary(gc: "C.GuestCampaign") -> dict[str, Any]:
                "anon_shmem": parts[inst][:: max(1, len(series) // 200)]}
     # the cases after which the backend's RSS stepped up (same instance)
     steps = []
-    for (i0, inst0, kb0, *_), (i1, inst1, kb1, *_) in zip(gc.rss, gc.rss[1:]):
+    for (_i0, inst0, kb0, *_), (i1, inst1, kb1, *_) in zip(gc.rss, gc.rss[1:]):
         if inst0 == inst1 and kb1 - kb0 >= 256 and i1 < len(results):
             sp = results[i1].spec
             steps.append({"case": results[i1].key, "kind": sp.get("kind"), "sub": sp.get("sub"),
@@ -70,7 +70,7 @@ def guest_summary(gc: "C.GuestCampaign") -> dict[str, Any]:
     }
 
 
-def backend_summary(bc: "C.BackendCampaign") -> dict[str, Any]:
+def backend_summary(bc: C.BackendCampaign) -> dict[str, Any]:
     results = bc.results
     plugin = [r for r in results if r.spec["driver"] in ("aplay", "arecord")]
     return {
@@ -82,7 +82,7 @@ def backend_summary(bc: "C.BackendCampaign") -> dict[str, Any]:
     }
 
 
-def _counts(results: list["C.CaseResult"]) -> dict[str, int]:
+def _counts(results: list[C.CaseResult]) -> dict[str, int]:
     out: dict[str, int] = defaultdict(int)
     for r in results:
         out["primary:" + r.primary] += 1

@@ -89,7 +89,8 @@ BACKEND = {
     # plugin's "no position report" timeout becomes an xrun, the client
     # prepares and restarts the same stall, a second later, forever.
     "arecord-silent-backend": _b(
-        "arecord-silent-backend", "arecord", S16, {"pos": {"mode": "skip", "from": 0, "every": True}}),
+        "arecord-silent-backend", "arecord", S16,
+        {"pos": {"mode": "skip", "from": 0, "every": True}}),
     "aplay-silent-backend": _b(
         "aplay-silent-backend", "aplay", S16, {"pos": {"mode": "zero", "from": 0, "every": True}},
         frames=9600),
