@@ -131,6 +131,7 @@ def acquire(opts: PluginOptions, stream: tuple[int, int] | None = None,
                 _disconnect(entry)
             raise
         entry.streams.add(stream)
+        entry.card.stream(*stream).claim()
         _entries[key] = entry
         return CardLease(entry, stream)
 

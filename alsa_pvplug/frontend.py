@@ -27,6 +27,7 @@ import math
 import select
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import (
@@ -42,11 +43,18 @@ from .errors import (
 )
 from .protocol import sndif
 from .protocol.config import CardConfig, StreamConfig, parse_card_config
+from .protocol.giveup import GiveUp
 from .protocol.pcm import check_report
 from .protocol.ring import EventRingFront, FrontRing, wrap_pieces
 from .protocol.sndif import HwParams, Op, PcmFormat, Trigger
 from .protocol.stream import PositionTracker, StreamProtocol, StreamState
-from .protocol.xenbus import XenbusState, parse_state
+from .protocol.xenbus import (
+    FrontendAction,
+    XenbusState,
+    frontend_on_backend,
+    frontend_startup,
+    parse_state,
+)
 from .protocol.xsnum import DOMID_MAX, parse_uint
 from .transport.base import EventChannel, GrantSharer, SharedPages, Transport
 from .transport.memory import NativeIndexOps
@@ -88,9 +96,17 @@ class Card:
         self._lost: str | None = None  # why the connection dropped, until reconnected
         self._watching = False
         self._published = False  # our rings are in xenstore (handshake under way or done)
+        self.fe_state = XenbusState.UNKNOWN  # the last state we wrote
+        self._connecting = False  # inside connect(): the handshake may go on
+        self._handshake_failed: str | None = None
         #: formats an OPEN was refused for (snd_be refuses what its query
         #: allowed): not offered again by the plugin in this process
         self.refused_formats: set[PcmFormat] = set()
+
+    @property
+    def lost(self) -> str | None:
+        """Why the connection dropped (None while connected or never lost)."""
+        return self._lost
 
     # -- lifecycle ---------------------------------------------------------
     @classmethod
@@ -111,7 +127,9 @@ class Card:
             raise ConfigError(f"card has no stream {pcm}/{index}", key=f"{pcm}/{index}") from None
 
     def connect(self) -> None:
-        """Reach Connected: recover stale state, publish every stream's rings."""
+        """Reach Connected: recover stale state, publish every stream's rings.
+        What happens on each backend state comes from protocol/xenbus.py's
+        frontend table (``_on_backend``)."""
         deadline = time.monotonic() + self.timeout
         owner = self.transport.bound_kernel_driver("vsnd", self.devid)
         if owner is not None:
@@ -130,31 +148,32 @@ class Card:
             self.sharer = self.transport.open_grant_sharer()
         raw = self.xs.read(f"{self.fe_dir}/state")
         try:
-            fe = parse_state(raw)
+            stale = frontend_startup(parse_state(raw)) is FrontendAction.RESET
         except RemoteProtocolError:
-            fe = None  # garbage in our own node (dom0 may write anywhere): ours to reset
-        if fe not in (XenbusState.INITIALISING, XenbusState.UNKNOWN):
+            stale = True  # garbage in our own node (dom0 may write anywhere): ours to reset
+        if stale:
             # A previous owner died or left the device configured: its grants
-            # and ports died with it.  Going back to Initialising makes the
+            # and ports died with it.  Closed, then Initialising, makes the
             # backend release them and return to InitWait (libxenbe).
-            logger.info("vsnd %d: stale frontend state %r, resetting", self.devid,
-                        fe.name if fe is not None else raw)
+            logger.info("vsnd %d: stale frontend state %r, resetting", self.devid, raw)
+            self._write_state(XenbusState.CLOSED)
             self._write_state(XenbusState.INITIALISING)
-        self._refresh_be_state()
-        self._wait(lambda: self.be_state == XenbusState.INIT_WAIT, deadline,
-                   "connect (waiting for backend InitWait)")
-        self._publish()
-        self._write_state(XenbusState.INITIALISED)
-        self._wait(self._backend_connected, deadline, "connect (waiting for backend Connected)")
-        self._write_state(XenbusState.CONNECTED)
-        self.connected = True
-        self._lost = None
+        self.fe_state = XenbusState.INITIALISING
+        self._handshake_failed = None
+        self._connecting = True
+        try:
+            self._on_backend(self._read_be_state(self.be_state))  # counts as a change
+            self._wait(lambda: self.connected or self._handshake_failed is not None,
+                       deadline, "connect")
+        except BackendTimeout:
+            awaited = "InitWait" if self.fe_state == XenbusState.INITIALISING else "Connected"
+            raise BackendTimeout(f"connect (waiting for backend {awaited})",
+                                 self.timeout) from None
+        finally:
+            self._connecting = False
+        if self._handshake_failed is not None:
+            raise BackendGone("connect", self._handshake_failed)
         logger.info("vsnd %d: connected to backend domain %d", self.devid, self.be_domid)
-
-    def _backend_connected(self) -> bool:
-        if self.be_state in (XenbusState.CLOSED, XenbusState.CLOSING) and self._published:
-            raise BackendGone("connect", f"backend went {self.be_state.name} during the handshake")
-        return self.be_state == XenbusState.CONNECTED
 
     def _publish(self) -> None:
         assert self.evtchn is not None and self.sharer is not None
@@ -202,19 +221,18 @@ class Card:
             if self.connected and self._lost is None:
                 # Linux xen_drv_remove: Closing, then give the backend up to
                 # a second to release our pages before we unshare them.
+                self.connected = False
                 self._write_state(XenbusState.CLOSING)
                 deadline = time.monotonic() + min(1.0, self.timeout)
                 try:
-                    self._wait(lambda: self.be_state in (XenbusState.INIT_WAIT, XenbusState.CLOSED,
-                                                         XenbusState.INITIALISING),
-                               deadline, "close")
+                    self._wait(self._released, deadline, "close")
                 except PvSndError:
                     pass
             self._teardown_rings()
             if self._watching:
                 self.xs.unwatch(f"{self.be_dir}/state", _BE_STATE_TOKEN)
                 self._watching = False
-            if was_up:  # (seeing the backend leave Connected cleared self.connected)
+            if was_up:
                 self._write_state(XenbusState.INITIALISING)
         except PvSndError as exc:
             logger.warning("vsnd %d close: %s", self.devid, exc)
@@ -228,6 +246,10 @@ class Card:
                         logger.warning("vsnd %d close: %s", self.devid, exc)
             self.evtchn = self.sharer = None
 
+    def _released(self) -> bool:
+        """While we are Closing: the backend holds none of our pages."""
+        return frontend_on_backend(XenbusState.CLOSING, self.be_state) is FrontendAction.NONE
+
     def ensure_connected(self) -> None:
         """Raise BackendGone if the backend dropped us; reconnect if it is ready again."""
         self.process(0)
@@ -238,27 +260,58 @@ class Card:
             else:
                 raise BackendGone("request", self._lost)
 
-    # -- event processing --------------------------------------------------
+    # -- the backend's state: one dispatcher ---------------------------------
     def _write_state(self, state: XenbusState) -> None:
         self.xs.write(f"{self.fe_dir}/state", str(int(state)))
+        self.fe_state = state
 
-    def _refresh_be_state(self) -> None:
+    def _read_be_state(self, default: XenbusState) -> XenbusState:
         try:
-            new = parse_state(self.xs.read(f"{self.be_dir}/state"))
+            return parse_state(self.xs.read(f"{self.be_dir}/state"))
         except RemoteProtocolError as exc:
             logger.warning("vsnd %d: %s", self.devid, exc)
-            return
-        if new == self.be_state:
-            return
+            return default  # as if unchanged: garbage is no state to act on
+
+    def _refresh_be_state(self) -> None:
+        new = self._read_be_state(self.be_state)
+        if new != self.be_state:
+            self._on_backend(new)
+
+    def _on_backend(self, new: XenbusState) -> None:
+        """The backend's state changed (xenbus rule: act on changes only):
+        look our reaction up in the table and perform it."""
         old, self.be_state = self.be_state, new
         logger.debug("vsnd %d: backend state %s -> %s", self.devid, old.name, new.name)
-        if self.connected and new != XenbusState.CONNECTED:
-            # Backend restarted (InitWait), closed, or vanished: our grants and
+        action = frontend_on_backend(self.fe_state, new)
+        if self.connected and action is not FrontendAction.NONE:
+            # Backend restarted, closing, closed or vanished: our grants and
             # ports are no longer served.  Streams must be reopened.
             self.connected = False
             self._lost = f"backend state went {old.name} -> {new.name}"
             for st in self.streams.values():
                 st._on_connection_lost(self._lost)
+        self._perform(action, new)
+
+    def _perform(self, action: FrontendAction, be: XenbusState) -> None:
+        if action in (FrontendAction.RESET, FrontendAction.REPUBLISH):
+            if self._connecting and action is FrontendAction.RESET:
+                self._handshake_failed = f"backend went {be.name} during the handshake"
+            # The rings themselves go when we publish again or close: a
+            # stream another thread is copying into keeps its buffer until
+            # that thread's next callback has seen the loss.
+            self._published = False
+            self._write_state(XenbusState.INITIALISING)
+        if action in (FrontendAction.PUBLISH, FrontendAction.REPUBLISH) and self._connecting:
+            # Only when asked (connect, ensure_connected): a backend that
+            # fails every handshake would otherwise ping-pong with us for as
+            # long as the application polls.
+            self._publish()
+            self._write_state(XenbusState.INITIALISED)
+        elif action is FrontendAction.CONNECT:
+            self._write_state(XenbusState.CONNECTED)
+            self.connected = True
+            self._lost = None
+        # NONE, WAIT: nothing to do (close() waits for NONE while Closing)
 
     def fileno_list(self) -> list[int]:
         fds = [self.xs.fileno()]
@@ -333,6 +386,16 @@ class Card:
             self.process(min(deadline - now, 0.5))
 
 
+@dataclass(frozen=True)
+class StreamRanges:
+    """What a stream accepts (``Stream.offered``)."""
+
+    formats: list[PcmFormat]
+    rates: list[int]
+    channels: tuple[int, int]
+    period_frames_min: int
+
+
 class Stream:
     """One sndif stream (playback or capture) of a connected card.
 
@@ -387,6 +450,10 @@ class Stream:
         self.start_threshold = 0
         self.cur_pos_events = 0  # CUR_POS events applied over the stream's life
         self.violations = 0      # impossible reports over the stream's life
+        self.giveup = GiveUp(self.name)
+        #: what the stream was last opened with (open's arguments): a stream
+        #: closed by a reconnection opens again with them at prepare
+        self._opened_as: tuple[PcmFormat, int, int, int, int, int | None] | None = None
         self._ranges: dict[int, tuple[Op, int, int]] = {}  # data request id -> (op, start, end)
         self._sent_at: dict[int, float] = {}               # data request id -> when
         self._outcomes: dict[int, sndif.Resp | PvSndError] = {}  # control request answers
@@ -507,6 +574,7 @@ class Stream:
                 self._read_ahead(now)
             elif self._dirty_from is not None and not self.proto.control_in_flight:
                 self._maybe_flush(now)
+        self.giveup.moved_to(self.confirmed if self.capture else self.reported)
 
     def _fail(self, exc: PvSndError) -> None:
         if self._error is None:
@@ -607,10 +675,12 @@ class Stream:
     def check(self) -> None:
         """Raise what went wrong since the last call (a failed request, the
         backend gone or breaking the protocol).  No system call."""
-        if self.card._lost is not None:
-            raise BackendGone(self.name, self.card._lost)
+        if self.card.lost is not None:
+            raise BackendGone(self.name, self.card.lost)
         if self._error is not None:
             err, self._error = self._error, None
+            if isinstance(err, BackendTimeout):
+                self.giveup.timed_out()
             raise err
 
     def _check_connected(self) -> None:
@@ -655,12 +725,12 @@ class Stream:
                     raise got
                 return got
             err = self._error
-            if isinstance(err, RemoteProtocolError) or self.card._lost is not None:
+            if isinstance(err, RemoteProtocolError) or self.card.lost is not None:
                 self._abandon()
                 if err is not None:
                     self._error = None
                     raise err
-                raise BackendGone(what, self.card._lost or "")
+                raise BackendGone(what, self.card.lost or "")
             now = time.monotonic()
             if now >= deadline:
                 self._abandon()
@@ -687,7 +757,7 @@ class Stream:
     def _wait_idle(self, deadline: float, what: str) -> None:
         while self._ranges:
             self.poll()
-            if not self._ranges or self.card._lost is not None:
+            if not self._ranges or self.card.lost is not None:
                 return
             now = time.monotonic()
             if now >= deadline:
@@ -698,6 +768,38 @@ class Stream:
     @property
     def state(self) -> StreamState:
         return self.proto.state
+
+    def offered(self) -> StreamRanges:
+        """What to offer a client: the xenstore config, refined by
+        HW_PARAM_QUERY where the backend answers it, less the formats an
+        OPEN was refused for in this process (unless none would be left:
+        the backend confirms by accepting)."""
+        cfg = self.config
+        formats = list(cfg.formats)
+        rates = list(cfg.rates)
+        ch = (cfg.channels_min, cfg.channels_max)
+        period_min = 1
+        try:
+            big = 1 << 31
+            q = self.query_hw_params(HwParams(
+                sndif.format_mask(formats), (cfg.rate_min, cfg.rate_max), ch, (1, big),
+                (1, big)))
+            allowed = set(sndif.formats_from_mask(q.formats))
+            formats = [f for f in formats if f in allowed] or formats
+            rates = [r for r in rates if q.rates[0] <= r <= q.rates[1]] or rates
+            ch = (max(ch[0], q.channels[0]), min(ch[1], q.channels[1]))
+            if ch[0] > ch[1]:
+                ch = (cfg.channels_min, cfg.channels_max)
+            period_min = max(1, q.period[0])
+        except BackendError as exc:
+            # snd_be answers HW_PARAM_QUERY only for some hosts; xenstore rules.
+            if isinstance(exc, BackendTimeout) or exc.status == -errno.ENODEV:
+                raise
+            logger.info("%s: HW_PARAM_QUERY refused (%s); using the xenstore config",
+                        self.name, exc)
+        refused = self.card.refused_formats
+        formats = [f for f in formats if f not in refused] or formats
+        return StreamRanges(formats, rates, ch, period_min)
 
     def query_hw_params(self, params: HwParams) -> HwParams:
         """HW_PARAM_QUERY: the backend's refinement of ``params``."""
@@ -733,10 +835,18 @@ class Stream:
         self.start_threshold = buffer_frames if start_threshold is None else start_threshold
         try:
             self._open_request()
-        except PvSndError:
+        except PvSndError as exc:
             self._unshare_buffer()
             self.frame_bytes = 0
+            if isinstance(exc, BackendError) and exc.status == -errno.EINVAL:
+                self.card.refused_formats.add(fmt)
+                raise ConfigError(
+                    f"{self.name}: the backend refused {fmt.name}, {channels} channels, "
+                    f"{rate} Hz, period {period_frames}, buffer {buffer_frames} frames "
+                    f"(status {exc.status}); choose another configuration "
+                    "(plug: converts)") from None
             raise
+        self._opened_as = (fmt, channels, rate, buffer_frames, period_frames, start_threshold)
 
     def _open_request(self) -> None:
         assert self.dir_pages is not None and self.evt_ring is not None
@@ -750,10 +860,20 @@ class Stream:
         self.proto.position = PositionTracker()
         self._reset_positions()
 
-    def prepare(self) -> None:
+    def prepare(self, after_xrun: bool = False) -> None:
         """Back to position 0, ready to start (ALSA prepare).  A stream that
         ran since OPEN is closed and opened again on the same buffer: the one
-        origin every backend agrees on (snd_be's counters survive STOP)."""
+        origin every backend agrees on (snd_be's counters survive STOP).  A
+        stream a reconnection closed opens again as it was.  Fails for good
+        once the backend has failed it too often in a row (``GiveUp``;
+        ``after_xrun``: the run that ended was an xrun)."""
+        self.card.ensure_connected()
+        self.giveup.before_prepare(violations=self.violations, after_xrun=after_xrun,
+                                   period=self.period_frames, timeout=self.card.timeout)
+        if self.state == StreamState.CLOSED and self._opened_as is not None \
+                and self.buffer is None:
+            self.open(*self._opened_as)  # the backend restarted and we reconnected
+            return
         self._check_connected()
         if self.state == StreamState.CLOSED:
             raise LocalProtocolError(f"{self.name}: prepare before open")
@@ -778,8 +898,9 @@ class Stream:
 
     def close(self) -> None:
         """CLOSE and release the buffer.  Idempotent; errors are logged."""
+        self._opened_as = None
         try:
-            if self.state != StreamState.CLOSED and self.card._lost is None \
+            if self.state != StreamState.CLOSED and self.card.lost is None \
                     and self.ring is not None:
                 self.wait_idle("close")
                 self._request(self.proto.close(), "CLOSE")
@@ -835,6 +956,36 @@ class Stream:
     def delay(self) -> int:
         """Frames between the application and the backend's position."""
         return self.reported - self.appl if self.capture else self.appl - self.hw
+
+    @property
+    def drained(self) -> bool:
+        """Playback: the backend holds and has played everything written."""
+        return self.acked >= self.appl and self.reported >= self.acked
+
+    @property
+    def dirty_from(self) -> int | None:
+        """Where data written but not yet announced by a WRITE starts."""
+        return self._dirty_from
+
+    def adopt_written(self, end: int, dirty_from: int | None) -> None:
+        """Frames up to ``end`` were copied into the buffer behind our back
+        (the C fast path), unannounced from ``dirty_from``: take them in."""
+        self.appl = end
+        self._dirty_from = dirty_from
+
+    def forgive_overruns(self) -> None:
+        """Capture: the client rides through overruns (the kernel's
+        stop_threshold >= boundary), so they are not an xrun."""
+        self.overruns = 0
+
+    def stalled(self) -> None:
+        """The caller's own clock saw the stream stuck for the timeout (it
+        counts towards giving up, as a request timeout does)."""
+        self.giveup.timed_out()
+
+    def claim(self) -> None:
+        """A new user (an ALSA PCM) takes the stream: a clean record."""
+        self.giveup = GiveUp(self.name)
 
     # -- data --------------------------------------------------------------
     def write_at(self, pos: int, data: Any, now: float | None = None) -> None:
@@ -942,7 +1093,7 @@ class Stream:
 
         def done() -> bool:
             self.poll()
-            return cond() or self._error is not None or self.card._lost is not None
+            return cond() or self._error is not None or self.card.lost is not None
 
         with self.waiting_for_answers():
             self.card._wait(done,

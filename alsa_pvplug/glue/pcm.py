@@ -28,21 +28,15 @@ from .. import cardpool
 from .._native import ffi as native_ffi
 from .._native import lib as native
 from ..errors import (
-    BackendError,
     BackendTimeout,
-    ConfigError,
     LocalProtocolError,
     PvSndError,
-    RemoteProtocolError,
     Xrun,
 )
 from ..protocol.config import PluginOptions
 from ..protocol.pcm import PcmModel, PcmState
 from ..protocol.sndif import (
-    HwParams,
     PcmFormat,
-    format_mask,
-    formats_from_mask,
     sample_bytes,
     silence,
 )
@@ -54,16 +48,6 @@ logger = logging.getLogger(__name__)
 #: PERIODS_MAX keeps speaker-test's "largest buffer" sane together with the
 #: card's buffer size
 PERIODS_MAX = 1024
-#: impossible position reports a stream survives (each an xrun); one more and
-#: prepare fails with -EIO, an error the client cannot loop on
-MAX_VIOLATIONS = 3
-#: timeouts (no answer, no position) in a row without the stream moving; one
-#: more and prepare fails with -ETIMEDOUT instead of starting the stall again
-MAX_TIMEOUTS = 2
-#: xruns in a row each after less than a period of data (a backend that
-#: overruns or underruns the stream whatever the client does); one more and
-#: prepare fails with -EIO
-MAX_BARREN_XRUNS = 8
 #: the timer is re-armed only when the wake time moves by more than this (s)
 REARM_TOLERANCE = 0.0001
 #: without an event-channel wake, notifications and xenstore watches are
@@ -127,9 +111,6 @@ class PvPcm:
         self._armed = 0.0
         self._reports_lead = False
         self._next_full = 0.0
-        self._timeouts = 0  # see MAX_TIMEOUTS
-        self._barren = 0  # see MAX_BARREN_XRUNS
-        self._moved = 0  # the position last seen moving (since prepare)
         #: what the C shim answers pointer/delay/readiness from (pvplug_fast.h)
         self.fast = native_ffi.new("struct pvplug_fast *")
         self.fast_address = int(native_ffi.cast("uintptr_t", self.fast))
@@ -139,42 +120,18 @@ class PvPcm:
     # -- what ALSA may ask for ---------------------------------------------
     def _constraints(self) -> HwConstraints:
         cfg = self.stream.config
-        formats = list(cfg.formats)
-        rates = list(cfg.rates)
-        ch = (cfg.channels_min, cfg.channels_max)
-        period_frames_min = 1
-        try:
-            big = 1 << 31
-            q = self.stream.query_hw_params(HwParams(
-                format_mask(formats), (cfg.rate_min, cfg.rate_max), ch, (1, big), (1, big)))
-            allowed = set(formats_from_mask(q.formats))
-            formats = [f for f in formats if f in allowed] or formats
-            rates = [r for r in rates if q.rates[0] <= r <= q.rates[1]] or rates
-            ch = (max(ch[0], q.channels[0]), min(ch[1], q.channels[1]))
-            if ch[0] > ch[1]:
-                ch = (cfg.channels_min, cfg.channels_max)
-            period_frames_min = max(1, q.period[0])
-        except BackendError as exc:
-            # snd_be answers HW_PARAM_QUERY only for some hosts; xenstore rules.
-            if isinstance(exc, BackendTimeout) or exc.status == -errno.ENODEV:
-                raise
-            logger.info("%s: HW_PARAM_QUERY refused (%s); using the xenstore config",
-                        self.stream.name, exc)
-        # What OPEN refused before in this process is not offered again,
-        # unless nothing would be left (the backend confirms by accepting).
-        refused = self.card.refused_formats
-        formats = [f for f in formats if f not in refused] or formats
+        offer = self.stream.offered()
+        formats, ch = offer.formats, offer.channels
         buffer_max = cfg.buffer_bytes_max
         # ioplug constrains periods in bytes, before the format is known: the
         # narrowest frame gives a bound no choice goes below; hw_params says
         # so clearly when a wider frame makes the period too short.
-        self.period_frames_min = period_frames_min
         narrowest = min(sample_bytes(f) for f in formats) * ch[0]
-        period_min = min(max(cfg.period_bytes_min, period_frames_min * narrowest),
+        period_min = min(max(cfg.period_bytes_min, offer.period_frames_min * narrowest),
                          buffer_max // 2)
         return HwConstraints(
             formats=[alsa.alsa_format(f) for f in formats],
-            rates=rates,
+            rates=offer.rates,
             channels=ch,
             period_bytes=(period_min, max(period_min, min(cfg.period_bytes_max, buffer_max // 2))),
             buffer_bytes=(2 * period_min, buffer_max),
@@ -196,17 +153,7 @@ class PvPcm:
         self.access = access
         with self._locked():
             self.geometry = self.model = None
-            try:
-                self.stream.open(pf, channels, rate, buffer, period)
-            except BackendError as exc:
-                if exc.status != -errno.EINVAL:
-                    raise
-                self.card.refused_formats.add(pf)
-                raise ConfigError(
-                    f"{self.stream.name}: the backend refused {pf.name}, {channels} channels, "
-                    f"{rate} Hz, period {period}, buffer {buffer} frames "
-                    f"(status {exc.status}); choose another configuration "
-                    "(plug: converts)") from None
+            self.stream.open(pf, channels, rate, buffer, period)
             self.geometry = Geometry(pf, channels, rate, period, buffer,
                                      self.stream.frame_bytes)
             self.model = PcmModel(self.capture, rate, period, buffer, self.card.timeout)
@@ -263,29 +210,10 @@ class PvPcm:
 
     def prepare(self) -> None:
         with self._locked():
-            m, g = self._model(), self._geometry()
-            self.card.ensure_connected()
-            if self.stream.violations >= MAX_VIOLATIONS:
-                raise RemoteProtocolError(
-                    f"{self.stream.name}: the backend keeps breaking the protocol "
-                    f"({self.stream.violations} impossible position reports); giving up")
-            barren = m.state == PcmState.XRUN and self._moved < m.period
-            self._barren = self._barren + 1 if barren else 0
-            if self._barren > MAX_BARREN_XRUNS:
-                raise RemoteProtocolError(
-                    f"{self.stream.name}: {self._barren} xruns in a row, each after less "
-                    "than a period of data: the backend does not keep the stream going; "
-                    "giving up")
-            if self._timeouts >= MAX_TIMEOUTS:
-                raise BackendTimeout(f"{self.stream.name}: the backend stalled "
-                                     f"{self._timeouts} times in a row; giving up",
-                                     self.card.timeout)
-            if self.stream.state == StreamState.CLOSED:
-                # The backend restarted and we reconnected: open again.
-                self.stream.open(g.fmt, g.channels, g.rate, g.buffer, g.period)
-            else:
-                self.stream.prepare()  # CLOSE + OPEN if it ran: positions from 0
-            self._moved = 0
+            m = self._model()
+            # CLOSE + OPEN if it ran (positions from 0); open again after a
+            # reconnection; fails for good after too many failures in a row.
+            self.stream.prepare(after_xrun=m.state == PcmState.XRUN)
             m.prepare()
             self._rearm(time.monotonic())
 
@@ -323,10 +251,6 @@ class PvPcm:
                 m.resume(now)
                 self._rearm(now)
 
-    def _drained(self) -> bool:
-        st = self.stream
-        return st.acked >= st.appl and st.reported >= st.acked
-
     def drain(self, appl: int, nonblock: bool | None = None) -> None:
         """Blocking: returns once the backend has played all we gave it.
         Nonblocking: -EAGAIN (LocalProtocolError EAGAIN) until then."""
@@ -344,7 +268,7 @@ class PvPcm:
             m.drain()
             if nonblock:
                 now = self._sync(time.monotonic(), full=True)
-                if not self._drained():
+                if not self.stream.drained:
                     self._rearm(now)
                     raise PvSndError("drain in progress", code=errno.EAGAIN)
                 m.hw = self.stream.appl
@@ -353,7 +277,7 @@ class PvPcm:
 
         def drained() -> bool:
             self._sync(time.monotonic(), full=True)
-            return self._drained()
+            return self.stream.drained
 
         with self.stream.waiting_for_answers():
             self.card.wait_until(drained, f"{self.stream.name}: drain", lock=self.lock,
@@ -408,17 +332,7 @@ class PvPcm:
         else:
             st.poll(now)
         now = time.monotonic()
-        if self.card._lost is not None:
-            raise PvSndError(f"{st.name}: {self.card._lost}", code=errno.ENODEV)
-        moved = st.confirmed if self.capture else st.reported  # where the data is
-        if moved > self._moved:
-            self._moved = moved
-            self._timeouts = 0
-        try:
-            st.check()
-        except BackendTimeout:
-            self._timeouts += 1
-            raise
+        st.check()
         if self.model is not None:
             self.model.observe(st.reported, st.pos_seen_at,
                                st.confirmed if self.capture else st.acked, now)
@@ -431,12 +345,12 @@ class PvPcm:
         try:
             self._check_model(m, now, overrun)
         except BackendTimeout:
-            self._timeouts += 1
+            self.stream.stalled()
             raise
 
     def _check_model(self, m: PcmModel, now: float, overrun: bool) -> None:
         if overrun and m.stop_threshold >= m.boundary:
-            self.stream.overruns = 0  # riding through: the kernel would too
+            self.stream.forgive_overruns()  # riding through: the kernel would too
             overrun = False
         m.check_running(now, overrun=overrun)
 
@@ -503,8 +417,8 @@ class PvPcm:
             m.hw = f.hw
         if f.buf != native_ffi.NULL and f.wr_end != self.stream.appl:
             st = self.stream
-            st.appl = m.appl = f.wr_end
-            st._dirty_from = f.dirty_from if f.dirty_from >= 0 else None
+            m.appl = f.wr_end
+            st.adopt_written(f.wr_end, f.dirty_from if f.dirty_from >= 0 else None)
 
     def _publish(self, now: float) -> None:
         """Give the C fast path the model's line and bounds (pvplug_fast.h):
@@ -537,7 +451,7 @@ class PvPcm:
                 f.buf = native_ffi.cast("char *", self._buf_ref[1])
                 f.frame_bytes = st.frame_bytes
                 f.wr_end = st.appl
-                f.dirty_from = -1 if st._dirty_from is None else st._dirty_from
+                f.dirty_from = -1 if st.dirty_from is None else st.dirty_from
                 f.flush_frames = st.period_frames
                 f.flush_at = math.inf if due is None else due
             else:
@@ -568,7 +482,7 @@ class PvPcm:
                 raise  # the caller's POLLERR, with the reason
             if m.state == PcmState.XRUN:
                 return alsa.POLLERR
-            ready = m.ready(self._drained())
+            ready = m.ready(self.stream.drained)
             if ready:
                 # Woken sooner than our timer said: reports lead the clock
                 # (an unpaced backend); woken by it: the clock leads.
@@ -605,7 +519,7 @@ class PvPcm:
         m = self.model
         if m is None:
             return
-        if m.ready(self._drained()):
+        if m.ready(self.stream.drained):
             if not by_timer_now(self._armed, now):
                 self._arm(1.0)
             return

@@ -1,0 +1,64 @@
+"""When a stream stops trying: a backend that keeps failing ends in an error.
+
+An ALSA client answers an xrun or a timeout with prepare and start, and a
+sound server does so forever.  Against a backend that never moves the stream,
+or keeps sending impossible positions, that is an endless loop inside the
+host application; these rules turn the n-th failure in a row into an error
+from prepare that clients pass on instead of retrying (-EIO, -ETIMEDOUT).
+
+Pure: the frontend feeds it what happened and asks it at every prepare.
+"""
+
+from __future__ import annotations
+
+from ..errors import BackendTimeout, RemoteProtocolError
+
+#: impossible position reports a stream survives (each an xrun); one more and
+#: prepare fails with -EIO
+MAX_VIOLATIONS = 3
+#: timeouts (no answer, no position) in a row without the stream moving; one
+#: more and prepare fails with -ETIMEDOUT instead of starting the stall again
+MAX_TIMEOUTS = 2
+#: xruns in a row, each after less than a period of data (a backend that
+#: overruns or underruns the stream whatever the client does); one more and
+#: prepare fails with -EIO
+MAX_BARREN_XRUNS = 8
+
+
+class GiveUp:
+    """The record of one user of a stream (reset by ``__init__`` on claim)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.timeouts = 0
+        self.barren = 0
+        self.moved = 0  # the furthest data position seen since prepare
+
+    def moved_to(self, position: int) -> None:
+        """Where the data is now (played or captured, frames since OPEN)."""
+        if position > self.moved:
+            self.moved = position
+            self.timeouts = 0
+
+    def timed_out(self) -> None:
+        """A request or the position went unanswered for the timeout."""
+        self.timeouts += 1
+
+    def before_prepare(self, *, violations: int, after_xrun: bool, period: int,
+                       timeout: float) -> None:
+        """Raise if the stream is not worth starting again; else forget the
+        run that ended.  ``violations``: impossible reports since OPEN."""
+        if violations >= MAX_VIOLATIONS:
+            raise RemoteProtocolError(
+                f"{self.name}: the backend keeps breaking the protocol "
+                f"({violations} impossible position reports); giving up")
+        barren = after_xrun and self.moved < period
+        self.barren = self.barren + 1 if barren else 0
+        if self.barren > MAX_BARREN_XRUNS:
+            raise RemoteProtocolError(
+                f"{self.name}: {self.barren} xruns in a row, each after less than a period "
+                "of data: the backend does not keep the stream going; giving up")
+        if self.timeouts >= MAX_TIMEOUTS:
+            raise BackendTimeout(f"{self.name}: the backend stalled {self.timeouts} times "
+                                 "in a row; giving up", timeout)
+        self.moved = 0
