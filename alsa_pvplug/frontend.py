@@ -574,7 +574,10 @@ class Stream:
                 self._read_ahead(now)
             elif self._dirty_from is not None and not self.proto.control_in_flight:
                 self._maybe_flush(now)
-        self.giveup.moved_to(self.confirmed if self.capture else self.reported)
+        if self.capture:
+            self.giveup.progress(moved=self.confirmed, consumed=self.appl)
+        else:
+            self.giveup.progress(moved=self.reported, consumed=self.reported)
 
     def _fail(self, exc: PvSndError) -> None:
         if self._error is None:

@@ -366,9 +366,14 @@ class PvPcm:
             m.set_appl(appl)
             if m.state == PcmState.XRUN:
                 raise Xrun(f"{self.stream.name}: xrun")
-            now = self._sync(time.monotonic())
+            now = time.monotonic()
             try:
+                now = self._sync(now)
                 self._check(now)
+            except PvSndError:
+                if m.running:
+                    m.xrun()  # ioplug puts the PCM in XRUN on a pointer error
+                raise
             finally:
                 self._publish(now)
             return m.hw % m.boundary
@@ -478,6 +483,8 @@ class PvPcm:
                 now = self._sync(now, full=full)
                 self._check(now)
             except PvSndError:
+                if m.state == PcmState.RUNNING:
+                    m.xrun()  # the shim's POLLERR puts a running PCM in XRUN
                 self._arm(1.0)  # stay readable: the poller is to look at us
                 raise  # the caller's POLLERR, with the reason
             if m.state == PcmState.XRUN:
@@ -524,6 +531,10 @@ class PvPcm:
                 self._arm(1.0)
             return
         when = m.next_wake(now)
+        if when is None and m.running:
+            # Nothing to predict (the backend ran dry, or has not reported):
+            # still look now and then, or a backend that died goes unnoticed.
+            when = now + FULL_SYNC_INTERVAL
         due = self.stream.flush_due()
         if due is not None and m.running:
             when = due if when is None else min(when, max(due, now + 0.0005))

@@ -32,13 +32,17 @@ class GiveUp:
         self.name = name
         self.timeouts = 0
         self.barren = 0
-        self.moved = 0  # the furthest data position seen since prepare
+        self.moved = 0     # the furthest data position seen since prepare
+        self.consumed = 0  # how far the data reached the other end since prepare
 
-    def moved_to(self, position: int) -> None:
-        """Where the data is now (played or captured, frames since OPEN)."""
-        if position > self.moved:
-            self.moved = position
+    def progress(self, *, moved: int, consumed: int) -> None:
+        """Where the data is now, frames since OPEN: ``moved`` by the backend
+        (played, or captured and read), ``consumed`` at its destination (the
+        speaker, or the capture application)."""
+        if moved > self.moved:
+            self.moved = moved
             self.timeouts = 0
+        self.consumed = max(self.consumed, consumed)
 
     def timed_out(self) -> None:
         """A request or the position went unanswered for the timeout."""
@@ -52,7 +56,7 @@ class GiveUp:
             raise RemoteProtocolError(
                 f"{self.name}: the backend keeps breaking the protocol "
                 f"({violations} impossible position reports); giving up")
-        barren = after_xrun and self.moved < period
+        barren = after_xrun and self.consumed < period
         self.barren = self.barren + 1 if barren else 0
         if self.barren > MAX_BARREN_XRUNS:
             raise RemoteProtocolError(
@@ -61,4 +65,4 @@ class GiveUp:
         if self.timeouts >= MAX_TIMEOUTS:
             raise BackendTimeout(f"{self.name}: the backend stalled {self.timeouts} times "
                                  "in a row; giving up", timeout)
-        self.moved = 0
+        self.moved = self.consumed = 0

@@ -97,6 +97,29 @@ BACKEND = {
     "harness-capture-silent-backend": _b(
         "harness-capture-silent-backend", "harness-cap", S16,
         {"pos": {"mode": "badtype", "value": 1, "from": 0, "every": True}}),
+    # Defect 8: event-ring producer index jumps (an overflowing ring): every
+    # run ends in an xrun the plugin's model never saw (ioplug's POLLERR),
+    # so the barren-xrun rule never counted them; the client loops forever.
+    "harness-capture-event-ring-jump": _b(
+        "harness-capture-event-ring-jump", "harness-cap",
+        {"format": "S32_LE", "channels": 1, "rate": 48000, "buffer": 1536, "period": 512},
+        {"pos": {"mode": "jump", "from": 0, "every": True, "value": 2**31}}, frames=1440),
+    # Defect 9: every second READ refused with -EPIPE: the backend delivers a
+    # period per run, the application gets none of it, and the rule counted
+    # what the backend moved, not what reached the application.
+    "harness-capture-every-other-read-overrun": _b(
+        "harness-capture-every-other-read-overrun", "harness-cap",
+        {"format": "S32_LE", "channels": 2, "rate": 44100, "buffer": 2048, "period": 1024},
+        {"resp": [{"op": "READ", "nth": 2, "every": True, "do": "status", "value": -32}]},
+        frames=2205),
+    # Defect 10: the backend dies while aplay's stream has run dry: the
+    # clock stops, nothing is predicted, the timer is disarmed and aplay
+    # polls forever.
+    "aplay-backend-killed-while-dry": _b(
+        "aplay-backend-killed-while-dry", "aplay",
+        {"format": "U8", "channels": 2, "rate": 48000, "buffer": 128, "period": 64},
+        {"death": {"at": "running", "delay": 0.01, "how": "kill"},
+         "pos": {"mode": "badid", "from": 1, "every": True}}, frames=14400, kill="kill"),
     # Defect 4: dom0 leaves garbage in the frontend's own state node; no
     # frontend can connect to that device again.
     "dom0-garbage-frontend-state": _b(
@@ -217,7 +240,10 @@ def test_u8_mono_absurd_position_delay_fits_a_c_long(backend_run: dict[str, Any]
 
 
 @pytest.mark.parametrize("name", ["arecord-silent-backend", "aplay-silent-backend",
-                                  "harness-capture-silent-backend"])
+                                  "harness-capture-silent-backend",
+                                  "harness-capture-event-ring-jump",
+                                  "harness-capture-every-other-read-overrun",
+                                  "aplay-backend-killed-while-dry"])
 def test_clients_end_against_a_backend_that_never_reports_a_position(
         backend_run: dict[str, Any], name: str) -> None:
     _assert_case(backend_run, "backend", name, C.HANG, C.RUNAWAY)
