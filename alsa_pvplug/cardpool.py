@@ -16,12 +16,15 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import DeviceBusy, PvSndError
 from .frontend import Card
-from .protocol.config import PluginOptions
 from .transport import open_transport
 from .transport.base import Transport
+
+if TYPE_CHECKING:  # the glue's options; this module only reads their fields
+    from .glue.options import PluginOptions
 
 logger = logging.getLogger(__name__)
 

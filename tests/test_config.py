@@ -1,4 +1,5 @@
-"""Tests for alsa_pvplug.protocol.config (pure: no Xen, no ALSA)."""
+"""Tests for alsa_pvplug.protocol.config and the xl model sim/xl.py (pure: no
+Xen, no ALSA)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,10 @@ from alsa_pvplug.protocol.config import (
     SUPPORTED_RATES,
     CardConfig,
     StreamConfig,
-    XlCard,
-    XlParams,
-    XlPcm,
-    XlStream,
     parse_card_config,
-    parse_xl_vsnd,
-    xl_card_to_xenstore,
 )
 from alsa_pvplug.protocol.sndif import PcmFormat
+from alsa_pvplug.sim.xl import XlCard, XlParams, XlPcm, XlStream, parse_xl_vsnd, xl_card_to_xenstore
 
 F = PcmFormat
 

@@ -19,7 +19,7 @@ from alsa_pvplug.errors import ConfigError
 from alsa_pvplug.glue import alsa
 from alsa_pvplug.glue.harness import State
 from alsa_pvplug.glue.install import render_conf
-from alsa_pvplug.protocol.config import PluginOptions, parse_plugin_options
+from alsa_pvplug.glue.options import PluginOptions, parse_plugin_options
 
 SYSTEM_ALSA_CONF = "/usr/share/alsa/alsa.conf"
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import PvSndError, to_errno
-from ..protocol.config import parse_plugin_options
 from . import alsa
+from .options import parse_plugin_options
 from .pcm import PvPcm
 
 logger = logging.getLogger("alsa_pvplug")

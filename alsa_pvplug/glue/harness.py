@@ -43,9 +43,9 @@ import time
 from typing import Any
 
 from ..errors import LocalProtocolError, PvSndError, Xrun
-from ..protocol.config import PluginOptions, parse_plugin_options
 from ..protocol.sndif import PcmFormat, frame_bytes
 from . import alsa
+from .options import PluginOptions, parse_plugin_options
 from .pcm import PvPcm
 
 LONG_MAX = 2**63 - 1

@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..protocol.config import LOG_LEVELS, TRANSPORTS
 from .build import PLUGIN_NAME, build_plugin
+from .options import LOG_LEVELS, TRANSPORTS
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "conf" / "50-pvplug.conf.in"
 CONF_NAME = "50-pvplug.conf"

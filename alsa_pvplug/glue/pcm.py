@@ -33,7 +33,6 @@ from ..errors import (
     PvSndError,
     Xrun,
 )
-from ..protocol.config import PluginOptions
 from ..protocol.pcm import PcmModel, PcmState
 from ..protocol.sndif import (
     PcmFormat,
@@ -42,6 +41,7 @@ from ..protocol.sndif import (
 )
 from ..protocol.stream import StreamState
 from . import alsa
+from .options import PluginOptions
 
 logger = logging.getLogger(__name__)
 

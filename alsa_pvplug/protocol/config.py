@@ -2,8 +2,8 @@
 
 Rule 1: pure.  ``parse_card_config`` takes a snapshot of the frontend device
 directory as a ``{relative path: value}`` mapping; reading xenstore is the
-caller's job.  ``parse_xl_vsnd``/``xl_card_to_xenstore`` model what the
-toolstack (``xl``/libxl) writes, for the simulator; they never write anything.
+caller's job.  Key names, limits and format spellings are sndif.py's.  What
+the toolstack writes there is modelled in ``sim/xl.py``.
 Rule 2: every bad value raises ``ConfigError`` whose message, ``key`` and
 ``value`` name the offending key by its full relative path ("0/1/type").
 Rule 3: inheritance card -> pcm -> stream only narrows.  A lower level that
@@ -22,12 +22,13 @@ truncated.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from ..errors import ConfigError
+from . import sndif as S
 from .sndif import PcmFormat, format_from_string, format_to_string
-from .xsnum import DOMID_MAX, is_decimal, parse_uint
+from .xsnum import is_decimal, parse_uint
 
 __all__ = [
     "CardConfig",
@@ -41,27 +42,9 @@ __all__ = [
     "PERIODS_MIN",
     "SUPPORTED_RATES",
     "StreamConfig",
-    "XlCard",
-    "XlParams",
-    "XlPcm",
-    "XlStream",
     "parse_card_config",
-    "parse_xl_vsnd",
-    "xl_card_to_xenstore",
 ]
 
-# xenstore key names (sndif.h XENSND_FIELD_*); spelled out here so this module
-# does not depend on which constants sndif.py chooses to export.
-_K_SHORT_NAME = "short-name"
-_K_LONG_NAME = "long-name"
-_K_NAME = "name"
-_K_TYPE = "type"
-_K_UNIQUE_ID = "unique-id"
-_K_RATES = "sample-rates"
-_K_FORMATS = "sample-formats"
-_K_CH_MIN = "channels-min"
-_K_CH_MAX = "channels-max"
-_K_BUFFER = "buffer-size"
 
 # Linux xen_snd_front_cfg.c CFG_HW_SUPPORTED_RATES: any other rate in
 # sample-rates is silently ignored there, and so here.
@@ -79,16 +62,9 @@ PERIOD_BYTES_MIN = 64
 PERIODS_MIN = 2
 # Linux VSND_MAX_STREAM: streams per pcm beyond this are not enumerated.
 MAX_STREAMS_PER_PCM = 8
-# sndif.h: names are at most 32 / 80 octets; Linux strscpy()s (truncates).
-_SHORT_NAME_MAX = 32
-_LONG_NAME_MAX = 80
-_PCM_NAME_MAX = 80
 # buffer_sz travels as a uint32 in OPEN (sndif.h xensnd_open_req).
 _U32_MAX = 0xFFFF_FFFF
 _U8_MAX = 0xFF
-
-_TYPE_PLAYBACK = "p"
-_TYPE_CAPTURE = "c"
 
 
 # --------------------------------------------------------------------------
@@ -123,7 +99,7 @@ class StreamConfig:
 
     @property
     def is_capture(self) -> bool:
-        return self.type == _TYPE_CAPTURE
+        return self.type == S.STREAM_TYPE_CAPTURE
 
     @property
     def path(self) -> str:
@@ -214,7 +190,7 @@ def _narrow(tree: Mapping[str, str], prefix: str, parent: _Constraint) -> _Const
     formats, rates = parent.formats, parent.rates
     ch_min, ch_max, buffer = parent.ch_min, parent.ch_max, parent.buffer
 
-    key = prefix + _K_FORMATS
+    key = prefix + S.FIELD_SAMPLE_FORMATS
     if key in tree:
         mine = _parse_formats(key, tree[key])
         if formats is not None and not mine <= formats:
@@ -222,7 +198,7 @@ def _narrow(tree: Mapping[str, str], prefix: str, parent: _Constraint) -> _Const
             raise _err(key, tree[key], f"widens the inherited format list by {extra}")
         formats = mine
 
-    key = prefix + _K_RATES
+    key = prefix + S.FIELD_SAMPLE_RATES
     if key in tree:
         mine_r = _parse_rates(key, tree[key])
         if rates is not None and not mine_r <= rates:
@@ -230,13 +206,13 @@ def _narrow(tree: Mapping[str, str], prefix: str, parent: _Constraint) -> _Const
             raise _err(key, tree[key], f"widens the inherited rate list by {extra}")
         rates = mine_r
 
-    key = prefix + _K_CH_MIN
+    key = prefix + S.FIELD_CHANNELS_MIN
     if key in tree:
         v = _parse_uint(key, tree[key], 1, _U8_MAX)
         if ch_min is not None and v < ch_min:
             raise _err(key, tree[key], f"widens the inherited channels-min {ch_min}")
         ch_min = v
-    key = prefix + _K_CH_MAX
+    key = prefix + S.FIELD_CHANNELS_MAX
     if key in tree:
         v = _parse_uint(key, tree[key], 1, _U8_MAX)
         if ch_max is not None and v > ch_max:
@@ -245,10 +221,12 @@ def _narrow(tree: Mapping[str, str], prefix: str, parent: _Constraint) -> _Const
     if ch_min is not None and ch_max is not None and ch_min > ch_max:
         # Name whichever key this level set (max first: it is the one that
         # usually narrows too far).
-        bad = prefix + _K_CH_MAX if prefix + _K_CH_MAX in tree else prefix + _K_CH_MIN
+        bad = prefix + S.FIELD_CHANNELS_MAX
+        if bad not in tree:
+            bad = prefix + S.FIELD_CHANNELS_MIN
         raise _err(bad, tree.get(bad), f"empty channel range {ch_min}..{ch_max}")
 
-    key = prefix + _K_BUFFER
+    key = prefix + S.FIELD_BUFFER_SIZE
     if key in tree:
         v = _parse_uint(key, tree[key], PERIODS_MIN * PERIOD_BYTES_MIN, _U32_MAX)
         if buffer is not None and v > buffer:
@@ -271,12 +249,12 @@ def _subdir_exists(tree: Mapping[str, str], prefix: str) -> bool:
 def _make_stream(tree: Mapping[str, str], p: int, s: int, pcm_name: str,
                  c: _Constraint) -> StreamConfig:
     prefix = f"{p}/{s}/"
-    key = prefix + _K_TYPE
+    key = prefix + S.FIELD_TYPE
     if key not in tree:
         # Linux cfg_get_stream_type fails the whole card on a missing type.
         raise _err(key, None, "missing stream type (expected 'p' or 'c')")
     typ = tree[key].strip().lower()  # Linux compares case-insensitively
-    if typ not in (_TYPE_PLAYBACK, _TYPE_CAPTURE):
+    if typ not in (S.STREAM_TYPE_PLAYBACK, S.STREAM_TYPE_CAPTURE):
         raise _err(key, tree[key], "stream type must be 'p' or 'c'")
 
     formats = tuple(sorted(c.formats)) if c.formats is not None else DEFAULT_FORMATS
@@ -291,7 +269,7 @@ def _make_stream(tree: Mapping[str, str], p: int, s: int, pcm_name: str,
     buffer = c.buffer if c.buffer is not None else DEFAULT_BUFFER_BYTES_MAX
     return StreamConfig(
         pcm_index=p, stream_index=s, pcm_name=pcm_name, type=typ,
-        unique_id=tree.get(prefix + _K_UNIQUE_ID, ""),
+        unique_id=tree.get(prefix + S.FIELD_STREAM_UNIQUE_ID, ""),
         formats=formats, rates=rates, rate_min=rates[0], rate_max=rates[-1],
         channels_min=ch_min, channels_max=ch_max,
         buffer_bytes_max=buffer,
@@ -331,7 +309,7 @@ def parse_card_config(tree: Mapping[str, str]) -> CardConfig:
     p = 0
     while _subdir_exists(tree, f"{p}/"):
         pcm_c = _narrow(tree, f"{p}/", card_c)
-        pcm_name = _truncate(tree, f"{p}/{_K_NAME}", _PCM_NAME_MAX)
+        pcm_name = _truncate(tree, f"{p}/{S.FIELD_DEVICE_NAME}", S.DEVICE_NAME_MAX_LEN)
         s = 0
         while s < MAX_STREAMS_PER_PCM and _subdir_exists(tree, f"{p}/{s}/"):
             st_c = _narrow(tree, f"{p}/{s}/", pcm_c)
@@ -342,329 +320,7 @@ def parse_card_config(tree: Mapping[str, str]) -> CardConfig:
         raise ConfigError("card has no streams (no '0/0/' keys under the device dir)",
                           key="0/0", value=None)
     return CardConfig(
-        short_name=_truncate(tree, _K_SHORT_NAME, _SHORT_NAME_MAX),
-        long_name=_truncate(tree, _K_LONG_NAME, _LONG_NAME_MAX),
+        short_name=_truncate(tree, S.FIELD_VCARD_SHORT_NAME, S.VCARD_SHORT_NAME_MAX_LEN),
+        long_name=_truncate(tree, S.FIELD_VCARD_LONG_NAME, S.VCARD_LONG_NAME_MAX_LEN),
         streams=tuple(streams),
     )
-
-
-# --------------------------------------------------------------------------
-# Toolstack side: xl.cfg(5) "vsnd" syntax and what libxl writes for it
-# --------------------------------------------------------------------------
-
-# libxl_vsnd_pcm_format_to_string: lower-cased libxl enum names, which differ
-# from the sndif strings only for the floats (sndif-protocol.md section 2).
-_LIBXL_FLOAT_NAMES = {
-    PcmFormat.FLOAT_LE: "f32_le",
-    PcmFormat.FLOAT_BE: "f32_be",
-    PcmFormat.FLOAT64_LE: "f64_le",
-    PcmFormat.FLOAT64_BE: "f64_be",
-}
-
-
-def _libxl_format_name(fmt: PcmFormat) -> str:
-    return _LIBXL_FLOAT_NAMES.get(fmt) or format_to_string(fmt)
-
-
-@dataclass(frozen=True)
-class XlParams:
-    """``libxl_vsnd_params``: 0 / empty means "not set" (not written)."""
-
-    sample_rates: tuple[int, ...] = ()
-    sample_formats: tuple[PcmFormat, ...] = ()
-    channels_min: int = 0
-    channels_max: int = 0
-    buffer_size: int = 0
-
-
-@dataclass(frozen=True)
-class XlStream:
-    """``libxl_vsnd_stream``; ``type`` is "p", "c" or None (unset)."""
-
-    unique_id: str | None = None
-    type: str | None = None
-    params: XlParams = field(default_factory=XlParams)
-
-
-@dataclass(frozen=True)
-class XlPcm:
-    """``libxl_vsnd_pcm``."""
-
-    name: str | None = None
-    params: XlParams = field(default_factory=XlParams)
-    streams: tuple[XlStream, ...] = ()
-
-
-@dataclass(frozen=True)
-class XlCard:
-    """``libxl_device_vsnd``: one element of the xl.cfg ``vsnd`` list."""
-
-    backend: str | None = None
-    short_name: str | None = None
-    long_name: str | None = None
-    params: XlParams = field(default_factory=XlParams)
-    pcms: tuple[XlPcm, ...] = ()
-
-
-_XL_PARAM_KEYS = (_K_RATES, _K_FORMATS, _K_CH_MIN, _K_CH_MAX, _K_BUFFER)
-_XL_EXTRA_KEYS = {
-    "card": ("backend", _K_SHORT_NAME, _K_LONG_NAME),
-    "pcm": (_K_NAME,),
-    "stream": (_K_UNIQUE_ID, _K_TYPE),
-}
-
-
-def _xl_uint(where: str, key: str, raw: str) -> int:
-    # xl uses strtoul(.., 0): decimal, 0x hex (and leading-0 octal, which we
-    # reject rather than silently reinterpret).
-    s = raw.strip()
-    try:
-        v = int(s, 16) if s.lower().startswith("0x") else int(s, 10)
-    except ValueError:
-        raise ConfigError(f"{where}: {key}={raw!r} is not a number",
-                          key=key, value=raw) from None
-    if not 0 <= v <= _U32_MAX:
-        raise ConfigError(f"{where}: {key}={raw!r} out of range", key=key, value=raw)
-    return v
-
-
-def _xl_params(where: str, params: dict[str, str]) -> XlParams:
-    rates: tuple[int, ...] = ()
-    formats: tuple[PcmFormat, ...] = ()
-    if _K_RATES in params:
-        # xl splits list values on ';' because ',' separates the item's params.
-        rates = tuple(_xl_uint(where, _K_RATES, r)
-                      for r in params[_K_RATES].split(";") if r.strip())
-    if _K_FORMATS in params:
-        out = []
-        for f in params[_K_FORMATS].split(";"):
-            if not f.strip():
-                continue
-            try:
-                # Real xl accepts only libxl's spellings (f32_le, not float_le);
-                # accept both here, write libxl's.
-                out.append(format_from_string(f))
-            except ConfigError:
-                raise ConfigError(
-                    f"{where}: {_K_FORMATS}={params[_K_FORMATS]!r}: "
-                    f"unknown format {f.strip()!r}",
-                    key=_K_FORMATS, value=params[_K_FORMATS]) from None
-        formats = tuple(out)
-    return XlParams(
-        sample_rates=rates,
-        sample_formats=formats,
-        channels_min=_xl_uint(where, _K_CH_MIN, params[_K_CH_MIN]) if _K_CH_MIN in params else 0,
-        channels_max=_xl_uint(where, _K_CH_MAX, params[_K_CH_MAX]) if _K_CH_MAX in params else 0,
-        buffer_size=_xl_uint(where, _K_BUFFER, params[_K_BUFFER]) if _K_BUFFER in params else 0,
-    )
-
-
-def _xl_item(item: str, where: str) -> tuple[str, dict[str, str]]:
-    """Split one item string into (kind, {param: value}) like xl's strtok."""
-    tokens = [t.strip() for t in item.split(",")]
-    tokens = [t for t in tokens if t]
-    if not tokens:
-        raise ConfigError(f"{where}: empty vsnd item", key=None, value=item)
-    kind = tokens[0].lower()  # xl: strcasecmp(key, "card"/"pcm"/"stream")
-    if kind not in _XL_EXTRA_KEYS:
-        raise ConfigError(f"{where}: unknown vsnd item kind {tokens[0]!r} "
-                          "(expected card, pcm or stream)", key=None, value=item)
-    allowed = _XL_PARAM_KEYS + _XL_EXTRA_KEYS[kind]
-    params: dict[str, str] = {}
-    for tok in tokens[1:]:
-        key, eq, value = tok.partition("=")
-        key = key.strip()
-        if not eq or key not in allowed:
-            raise ConfigError(f"{where}: invalid {kind} parameter {tok!r} "
-                              f"(allowed: {', '.join(allowed)})", key=key, value=tok)
-        params[key] = value.strip()
-    return kind, params
-
-
-@dataclass
-class _PcmBuilder:
-    name: str | None
-    params: XlParams
-    streams: list[XlStream] = field(default_factory=list)
-
-
-def parse_xl_vsnd(spec: list[list[str]]) -> list[XlCard]:
-    """Parse the xl.cfg(5) ``vsnd`` option.
-
-    Parameters
-    ----------
-    spec : list of list of str
-        One list per card; each element an item string such as
-        ``"card, short-name=Main, sample-rates=44100;48000"``,
-        ``"pcm, name=Main"`` or ``"stream, unique-id=0, type=p"``.
-        The first token is the item kind (case-insensitive).  A ``pcm``
-        belongs to the card, a ``stream`` to the preceding ``pcm`` (as in xl,
-        a ``stream`` before any ``pcm`` opens an unnamed pcm).  Lists inside a
-        value are separated by ``;``.  A later ``card`` item adds parameters
-        to the same card, as in xl.
-
-    Returns
-    -------
-    list of XlCard
-
-    Raises
-    ------
-    ConfigError
-        Unknown item kind, unknown parameter, malformed number, format or
-        stream type (EINVAL).  The message names the card/item and the
-        parameter.
-    """
-    cards: list[XlCard] = []
-    for ci, items in enumerate(spec):
-        where_card = f"vsnd card {ci}"
-        names: dict[str, str] = {}
-        card_params: dict[str, str] = {}
-        pcms: list[_PcmBuilder] = []
-        for ii, item in enumerate(items):
-            where = f"{where_card} item {ii}"
-            kind, params = _xl_item(item, where)
-            if kind == "card":
-                for k in _XL_EXTRA_KEYS["card"]:
-                    if k in params:
-                        names[k] = params.pop(k)
-                card_params.update(params)
-            elif kind == "pcm":
-                name = params.pop(_K_NAME, None)
-                pcms.append(_PcmBuilder(name, _xl_params(where, params)))
-            else:
-                if not pcms:  # xl parse_vsnd_create_item: implicit pcm
-                    pcms.append(_PcmBuilder(None, XlParams()))
-                uid = params.pop(_K_UNIQUE_ID, None)
-                typ = params.pop(_K_TYPE, None)
-                if typ is not None:
-                    # libxl_vsnd_stream_type_from_string is case-insensitive
-                    if typ.lower() not in (_TYPE_PLAYBACK, _TYPE_CAPTURE):
-                        raise ConfigError(f"{where}: {_K_TYPE}={typ!r}: expected p or c",
-                                          key=_K_TYPE, value=typ)
-                    typ = typ.lower()
-                pcms[-1].streams.append(XlStream(uid, typ, _xl_params(where, params)))
-        cards.append(XlCard(
-            backend=names.get("backend"),
-            short_name=names.get(_K_SHORT_NAME),
-            long_name=names.get(_K_LONG_NAME),
-            params=_xl_params(where_card, card_params),
-            pcms=tuple(XlPcm(b.name, b.params, tuple(b.streams)) for b in pcms),
-        ))
-    return cards
-
-
-def _xl_params_to_xenstore(prefix: str, p: XlParams, out: dict[str, str]) -> None:
-    # libxl__set_params_vsnd: unset (empty / 0) values are not written.
-    if p.sample_rates:
-        out[prefix + _K_RATES] = ",".join(str(r) for r in p.sample_rates)
-    if p.sample_formats:
-        out[prefix + _K_FORMATS] = ",".join(_libxl_format_name(f) for f in p.sample_formats)
-    if p.channels_min:
-        out[prefix + _K_CH_MIN] = str(p.channels_min)
-    if p.channels_max:
-        out[prefix + _K_CH_MAX] = str(p.channels_max)
-    if p.buffer_size:
-        out[prefix + _K_BUFFER] = str(p.buffer_size)
-
-
-def xl_card_to_xenstore(card: XlCard) -> dict[str, str]:
-    """The frontend-dir keys libxl writes for ``card`` (libxl_vsnd.c).
-
-    Returns
-    -------
-    dict[str, str]
-        Relative key path -> value: card names and params, per pcm ``name``
-        and params, per stream ``unique-id``, ``type`` and params.  Lists are
-        comma-separated; float formats use libxl's spelling (``f32_le``), as
-        real ``xl`` writes them.  Unset values are omitted.  The generic
-        device keys (``backend``, ``backend-id``, ``state``) are not included.
-    """
-    out: dict[str, str] = {}
-    if card.long_name is not None:
-        out[_K_LONG_NAME] = card.long_name
-    if card.short_name is not None:
-        out[_K_SHORT_NAME] = card.short_name
-    _xl_params_to_xenstore("", card.params, out)
-    for pi, pcm in enumerate(card.pcms):
-        if pcm.name is not None:
-            out[f"{pi}/{_K_NAME}"] = pcm.name
-        _xl_params_to_xenstore(f"{pi}/", pcm.params, out)
-        for si, st in enumerate(pcm.streams):
-            prefix = f"{pi}/{si}/"
-            if st.unique_id is not None:
-                out[prefix + _K_UNIQUE_ID] = st.unique_id
-            if st.type is not None:
-                out[prefix + _K_TYPE] = st.type
-            _xl_params_to_xenstore(prefix, st.params, out)
-    return out
-
-
-
-# -- ALSA plugin options (pcm.pvplug { type pvplug ... }) --------------------
-
-LOG_LEVELS = ("error", "warning", "info", "debug")
-TRANSPORTS = ("xen", "sim")
-
-
-@dataclass(frozen=True)
-class PluginOptions:
-    """What a ``pcm.NAME { type pvplug ... }`` block may say (asoundrc.example)."""
-
-    card: int = 0                  # vsnd device index (device/vsnd/<card>)
-    device: int = 0                # pcm index inside the card
-    stream: int | None = None      # stream index; default: the pcm's first of our direction
-    transport: str = "xen"
-    sim_dir: str | None = None     # the simulated hypervisor's directory (transport sim)
-    domid: int | None = None       # our domain (sim: required; xen: read from xenstore)
-    backend_domid: int | None = None  # if set, the card's backend must be this domain
-    timeout: float = 3.0           # seconds per backend request
-    log_level: str = "warning"
-
-
-def _parse_choice(key: str, raw: str, choices: tuple[str, ...]) -> str:
-    value = raw.strip().strip('"').lower()
-    if value not in choices:
-        raise _err(key, raw, f"must be one of {', '.join(choices)}")
-    return value
-
-
-def _parse_seconds(key: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise _err(key, raw, "must be a number of seconds") from None
-    if not 0.01 <= value <= 600:
-        raise _err(key, raw, "must be between 0.01 and 600 seconds")
-    return value
-
-
-_OPTION_PARSERS: dict[str, Callable[[str, str], object]] = {
-    "card": lambda k, v: _parse_uint(k, v, 0, 2**31 - 1),
-    "device": lambda k, v: _parse_uint(k, v, 0, 2**31 - 1),
-    "stream": lambda k, v: _parse_uint(k, v, 0, 2**31 - 1),
-    "transport": lambda k, v: _parse_choice(k, v, TRANSPORTS),
-    "sim_dir": lambda k, v: v,
-    "domid": lambda k, v: _parse_uint(k, v, 0, DOMID_MAX),
-    "backend_domid": lambda k, v: _parse_uint(k, v, 0, DOMID_MAX),
-    "timeout": _parse_seconds,
-    "log_level": lambda k, v: _parse_choice(k, v, LOG_LEVELS),
-}
-
-
-def parse_plugin_options(items: list[tuple[str, str]]) -> PluginOptions:
-    """Validate ``(name, value)`` pairs as ALSA hands them over; the error
-    names the offending option."""
-    values: dict[str, object] = {}
-    for key, raw in items:
-        parse = _OPTION_PARSERS.get(key)
-        if parse is None:
-            raise ConfigError(f"unknown option '{key}' (known: {', '.join(_OPTION_PARSERS)})",
-                              key=key, value=raw)
-        if key in values:
-            raise ConfigError(f"option '{key}' given twice", key=key, value=raw)
-        values[key] = parse(key, raw)
-    opts = PluginOptions(**values)  # type: ignore[arg-type]
-    if opts.transport == "sim" and (opts.sim_dir is None or opts.domid is None):
-        raise ConfigError("transport sim needs the options 'sim_dir' and 'domid'",
-                          key="sim_dir" if opts.sim_dir is None else "domid")
-    return opts

@@ -35,6 +35,7 @@ __all__ = [
     "PAGE_SIZE", "GREFS_PER_DIR_PAGE", "buffer_page_count", "dir_page_count",
     "encode_page_directory", "decode_directory_page",
     "SLOT_SIZE", "DRIVER_NAME", "LIST_SEPARATOR",
+    "LIBXL_FORMAT_NAMES",
     "FIELD_BE_VERSIONS", "FIELD_FE_VERSION", "FIELD_VCARD_SHORT_NAME", "FIELD_VCARD_LONG_NAME",
     "FIELD_RING_REF", "FIELD_EVT_CHNL", "FIELD_EVT_RING_REF", "FIELD_EVT_EVT_CHNL",
     "FIELD_DEVICE_NAME", "FIELD_TYPE", "FIELD_STREAM_UNIQUE_ID", "FIELD_CHANNELS_MIN",
@@ -150,6 +151,8 @@ _LIBXL_ALIASES = {
     "f64_le": PcmFormat.FLOAT64_LE,
     "f64_be": PcmFormat.FLOAT64_BE,
 }
+#: what libxl writes for a format where it differs from the sndif string
+LIBXL_FORMAT_NAMES = {fmt: name for name, fmt in _LIBXL_ALIASES.items()}
 # The sndif spellings are exactly the lower-cased member names.
 _FROM_STRING = {f.name.lower(): f for f in PcmFormat} | _LIBXL_ALIASES
 

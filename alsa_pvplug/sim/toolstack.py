@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from ..protocol.config import parse_xl_vsnd, xl_card_to_xenstore
+from .xl import parse_xl_vsnd, xl_card_to_xenstore
 
 # What `pvplug sim` serves when no vsnd config is given: one card, one pcm,
 # one playback and one capture stream, with the float format in xl's own

@@ -21,9 +21,9 @@ import numpy as np
 
 from alsa_pvplug.errors import PvSndError, Xrun
 from alsa_pvplug.frontend import Card
-from alsa_pvplug.protocol.config import parse_xl_vsnd, xl_card_to_xenstore
 from alsa_pvplug.protocol.sndif import PcmFormat
 from alsa_pvplug.sim.toolstack import DEFAULT_VSND
+from alsa_pvplug.sim.xl import parse_xl_vsnd, xl_card_to_xenstore
 from alsa_pvplug.transport import open_transport
 
 #: a take: S16_LE stereo 48 kHz, buffer 4096 / period 1024 frames, 0.2 s
