@@ -148,6 +148,13 @@ class BackendThread:
         self.backend = Backend(self.transport, sink, source, options)
         self.error: BaseException | None = None
         self._stop = threading.Event()
+        self._thread = threading.Thread()
+        self.thaw()
+
+    def thaw(self) -> None:
+        """(Re)start serving: ``run()`` in a new thread."""
+        assert not self._thread.is_alive()
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="backend", daemon=True)
         self._thread.start()
 
@@ -163,7 +170,7 @@ class BackendThread:
 
     def freeze(self) -> None:
         """Stop serving, but leave everything mapped and Connected: a backend
-        that no longer answers.  ``close()`` finishes it off."""
+        that no longer answers (until ``thaw()``).  ``close()`` finishes it off."""
         if self._thread.is_alive():
             self._stop.set()
             self.transport.xenstore.wake()  # select() returns, run() sees _stop
