@@ -7,7 +7,8 @@ file): ``hv`` (the hypervisor with dom0, dom1 and one vsnd card),
 ``backend`` (starts a ``Backend`` thread; every one is stopped and closed in
 teardown), ``card`` (opens a ``Card``; closed before the backends stop),
 ``recorder`` (a sink keeping what each OPEN played), ``signal`` (test audio)
-and ``wait_for`` (a condition with a deadline).
+and ``wait_for`` (a condition with a deadline).  No test may leave a backend
+thread running (``no_thread_left``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,15 @@ def wait_until(cond: Callable[[], object], what: str, timeout: float = DEADLINE,
             poll(min(left, 0.02))
         else:
             time.sleep(min(left, 0.002))
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left() -> Iterator[None]:
+    """Every Backend thread a test started is gone when its fixtures are
+    (autouse: set up first, so torn down after them)."""
+    yield
+    left = [t.name for t in threading.enumerate() if t.name == "backend" and t.is_alive()]
+    assert not left, f"threads left running: {left}"
 
 
 @pytest.fixture
