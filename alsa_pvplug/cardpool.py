@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -112,17 +113,30 @@ def _claim(path: Path, card: int) -> int:
     return fd
 
 
+#: Opens the transport a new card connection uses.
+TransportFactory = Callable[[PluginOptions], Transport]
+
+
+def _open_transport(opts: PluginOptions) -> Transport:
+    return open_transport(opts.transport, sim_dir=opts.sim_dir, domid=opts.domid)
+
+
 def acquire(opts: PluginOptions, stream: tuple[int, int] | None = None,
-            capture: bool = False) -> CardLease:
+            capture: bool = False, *,
+            transport_factory: TransportFactory | None = None) -> CardLease:
     """Share (or connect) the card ``opts`` names and claim one stream:
     ``stream`` = (pcm, index), or the first of direction ``capture`` in
-    ``opts.device``.  Raises DeviceBusy, ConfigError, BackendError, XenError."""
+    ``opts.device``.  ``transport_factory`` opens the transport when the card
+    is not connected yet (default: ``open_transport`` as ``opts`` says; the
+    in-process tests pass a memory transport); ``opts`` still chooses the
+    pool entry and the lock file.  Raises DeviceBusy, ConfigError,
+    BackendError, XenError."""
     key = (opts.transport, opts.sim_dir, opts.domid, opts.card)
     with _pool_lock:
         entry = _entries.get(key)
         fresh = entry is None
         if entry is None:
-            entry = _connect(key, opts)
+            entry = _connect(key, opts, transport_factory or _open_transport)
         try:
             if stream is None:
                 stream = _pick_stream(entry.card, opts, capture)
@@ -139,7 +153,8 @@ def acquire(opts: PluginOptions, stream: tuple[int, int] | None = None,
         return CardLease(entry, stream)
 
 
-def _connect(key: tuple[object, ...], opts: PluginOptions) -> _Entry:
+def _connect(key: tuple[object, ...], opts: PluginOptions,
+             transport_factory: TransportFactory) -> _Entry:
     if opts.transport == "sim":
         path = lock_path(opts)
         if not path.parent.is_dir():
@@ -149,7 +164,7 @@ def _connect(key: tuple[object, ...], opts: PluginOptions) -> _Entry:
     lock_fd = _claim(lock_path(opts), opts.card)
     transport = None
     try:
-        transport = open_transport(opts.transport, sim_dir=opts.sim_dir, domid=opts.domid)
+        transport = transport_factory(opts)
         card = Card.open(transport, opts.card, timeout=opts.timeout)
     except BaseException:
         if transport is not None:

@@ -57,7 +57,6 @@ from .protocol.xenbus import (
 )
 from .protocol.xsnum import DOMID_MAX, parse_uint
 from .transport.base import EventChannel, GrantSharer, SharedPages, Transport
-from .transport.memory import NativeIndexOps
 
 logger = logging.getLogger(__name__)
 
@@ -488,8 +487,9 @@ class Stream:
     def _alloc_rings(self, sharer: GrantSharer, evtchn: EventChannel, be_domid: int) -> None:
         self.ring_pages = sharer.share_pages(be_domid, 1, writable=True)
         self.evt_pages = sharer.share_pages(be_domid, 1, writable=True)
-        self.ring = FrontRing(self.ring_pages.buf, NativeIndexOps(self.ring_pages.buf))
-        self.evt_ring = EventRingFront(self.evt_pages.buf, NativeIndexOps(self.evt_pages.buf))
+        ops = self.card.transport.index_ops
+        self.ring = FrontRing(self.ring_pages.buf, ops(self.ring_pages.buf))
+        self.evt_ring = EventRingFront(self.evt_pages.buf, ops(self.evt_pages.buf))
         self.req_port = evtchn.bind_unbound_port(be_domid)
         self.evt_port = evtchn.bind_unbound_port(be_domid)
         self._event_held = False

@@ -58,7 +58,6 @@ from ..protocol.xenbus import (
 )
 from ..protocol.xsnum import DOMID_MAX, U32_MAX, is_decimal, parse_uint
 from ..transport.base import EventChannel, GrantMapper, SharedPages, Transport
-from ..transport.memory import NativeIndexOps
 from .io import AlsaDevice
 from .limits import StreamLimits, TokenBucket
 from .wavfile import WavInfo
@@ -177,8 +176,9 @@ class BackendStream:
         fe = self.dev.fe_domid
         self.ring_page = mapper.map_domain_grant_refs(fe, [keys[sndif.FIELD_RING_REF]])
         self.evt_page = mapper.map_domain_grant_refs(fe, [keys[sndif.FIELD_EVT_RING_REF]])
-        self.ring = BackRing(self.ring_page.buf, NativeIndexOps(self.ring_page.buf))
-        self.evt = EventRingBack(self.evt_page.buf, NativeIndexOps(self.evt_page.buf))
+        ops = self.dev.backend.transport.index_ops
+        self.ring = BackRing(self.ring_page.buf, ops(self.ring_page.buf))
+        self.evt = EventRingBack(self.evt_page.buf, ops(self.evt_page.buf))
         self.req_port = evtchn.bind_interdomain(fe, keys[sndif.FIELD_EVT_CHNL])
         self.evt_port = evtchn.bind_interdomain(fe, keys[sndif.FIELD_EVT_EVT_CHNL])
 

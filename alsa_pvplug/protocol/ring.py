@@ -84,8 +84,10 @@ class IndexOps(Protocol):
 class BufferIndexOps:
     """Pure-Python :class:`IndexOps` over a writable buffer.
 
-    For tests and in-memory pairs driven from one thread: the barriers are
-    no-ops, which is only correct when no other CPU touches the buffer.
+    For tests and in-memory peers of one process, threads included (under
+    the GIL each load, store and slot copy is one step that no other Python
+    thread interleaves with): the barriers are no-ops, which is only correct
+    when no other process, and no code outside the GIL, touches the buffer.
     """
 
     __slots__ = ("_buf",)

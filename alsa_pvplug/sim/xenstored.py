@@ -18,6 +18,12 @@ path, relative in -> relative out), transactions that work on their own copy
 of the tree and fail with EAGAIN at commit if anything they read or wrote
 changed meanwhile (per-node generation numbers).
 
+The semantics live in module-level pieces that know nothing of sockets:
+the node store (:class:`Tree`), the permission check (:func:`can`), path
+rules (:func:`canon_path`), watch matching (:func:`watch_fires`) and the
+commit of a :class:`Transaction` (:func:`commit`).
+:mod:`alsa_pvplug.sim.memory` serves the same xenstore in-process with them.
+
 Wire format (xs_wire.h): ``struct xsd_sockmsg {u32 type, req_id, tx_id,
 len}`` in host byte order, then ``len`` bytes of NUL-separated strings.
 """
@@ -74,7 +80,7 @@ PAYLOAD_MAX = 4096  # XENSTORE_PAYLOAD_MAX
 ABS_PATH_MAX = 3072  # XENSTORE_ABS_PATH_MAX
 REL_PATH_MAX = 2048  # XENSTORE_REL_PATH_MAX
 _PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-/_@")
-_PERM_LETTERS = frozenset("nrwb")
+PERM_LETTERS = frozenset("nrwb")
 # Quotas, C xenstored defaults (xenstored_core.c / xenstored_domain.c).
 QUOTA_NODES = 1000
 QUOTA_WATCHES = 128
@@ -86,7 +92,7 @@ _HIGH_WATER = 64 * 1024
 _OUTPUT_MAX = 1024 * 1024
 
 
-class _XsError(Exception):
+class XsError(Exception):
     """Becomes an ERROR reply carrying ``name`` (an xsd_errors string)."""
 
     def __init__(self, name: str) -> None:
@@ -96,12 +102,12 @@ class _XsError(Exception):
 
 Perms = list[tuple[int, str]]
 # (path, the node's perms (old and new ones for SET_PERMS), exact match only)
-_Event = tuple[str, tuple[Perms, ...], bool]
+Event = tuple[str, tuple[Perms, ...], bool]
 # A handler's reply payload, and what to do once the reply is queued.
 _Reply = tuple[bytes, "Callable[[], None] | None"]
 
 
-def _can(domid: int, perms: Perms, want: str) -> bool:
+def can(domid: int, perms: Perms, want: str) -> bool:
     """perm_for_conn: dom0 and the owner may do anything; else first matching ACL entry."""
     if domid == 0 or perms[0][0] == domid:
         return True
@@ -113,127 +119,164 @@ def _can(domid: int, perms: Perms, want: str) -> bool:
     return letter == "b" or letter == want
 
 
-def _parent(path: str) -> str:
+def parent_path(path: str) -> str:
     return path.rsplit("/", 1)[0] or "/"
 
 
-def _is_child(path: str, ancestor: str) -> bool:
+def is_child(path: str, ancestor: str) -> bool:
     return path == ancestor or ancestor == "/" or path.startswith(ancestor + "/")
 
 
+def canon_path(domid: int, raw: bytes, special: bool = False) -> str:
+    """Validate a path (charset, length, slashes) and make it absolute
+    (relative to ``/local/domain/<domid>``); ``special``: ``@...`` allowed."""
+    try:
+        path = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise XsError("EINVAL") from None
+    if path.startswith("@"):
+        if not special:
+            raise XsError("EINVAL")
+    elif not path.startswith("/"):
+        if len(path) > REL_PATH_MAX:
+            raise XsError("EINVAL")
+        path = f"/local/domain/{domid}/{path}"
+    if (not path or len(path) > ABS_PATH_MAX or not _PATH_CHARS.issuperset(path)
+            or "//" in path or (path.endswith("/") and path != "/")):
+        raise XsError("EINVAL")
+    return path
+
+
+def watch_fires(domid: int, watch_path: str, event: Event) -> bool:
+    """Whether ``event`` fires a watch on ``watch_path`` set by ``domid``:
+    special (``@``) events reach dom0 only and match exactly; others reach
+    watchers that may read the node (under its old or new permissions), at
+    or above it (only at it for ``exact`` ones, the children of a removed
+    node)."""
+    path, perms, exact = event
+    if path.startswith("@"):
+        if domid != 0:
+            return False  # special events go to privileged watchers only
+    elif not any(can(domid, p, "r") for p in perms):
+        return False  # watchers only hear of nodes they may read
+    return path == watch_path or (not exact and not path.startswith("@")
+                                  and not watch_path.startswith("@")
+                                  and is_child(path, watch_path))
+
+
 @dataclass(eq=False)
-class _Node:
+class Node:
     value: bytes
     perms: Perms
     gen: int
-    children: dict[str, _Node] = field(default_factory=dict)
+    children: dict[str, Node] = field(default_factory=dict)
 
 
-class _Tree:
+class Tree:
     """The node store; a transaction works on its own copy with ``accessed`` set."""
 
     def __init__(self, gens: Iterator[int]) -> None:
         self.gens = gens
-        self.root = _Node(b"", [(0, "n")], next(gens))
+        self.root = Node(b"", [(0, "n")], next(gens))
         self.owned: collections.Counter[int] = collections.Counter({0: 1})
         # path -> generation when the transaction first touched it (None = absent).
         self.accessed: dict[str, int | None] | None = None
 
-    def copy(self) -> _Tree:
+    def copy(self) -> Tree:
         """A deep copy for a transaction (iterative: paths may be ~1500 deep)."""
-        new = _Tree.__new__(_Tree)
+        new = Tree.__new__(Tree)
         new.gens, new.owned, new.accessed = self.gens, self.owned.copy(), {}
-        new.root = _Node(self.root.value, list(self.root.perms), self.root.gen)
+        new.root = Node(self.root.value, list(self.root.perms), self.root.gen)
         stack = [(self.root, new.root)]
         while stack:
             src, dst = stack.pop()
             for name, child in src.children.items():
-                twin = _Node(child.value, list(child.perms), child.gen)
+                twin = Node(child.value, list(child.perms), child.gen)
                 dst.children[name] = twin
                 stack.append((child, twin))
         return new
 
-    def peek(self, path: str) -> _Node | None:
-        node: _Node | None = self.root
+    def peek(self, path: str) -> Node | None:
+        node: Node | None = self.root
         if path != "/":
             for name in path[1:].split("/"):
                 node = node.children.get(name) if node else None
         return node
 
-    def get(self, path: str) -> _Node | None:
+    def get(self, path: str) -> Node | None:
         node = self.peek(path)
         if self.accessed is not None:
             self.accessed.setdefault(path, node.gen if node else None)
         return node
 
-    def _missing(self, domid: int, path: str, want: str) -> _XsError:
+    def _missing(self, domid: int, path: str, want: str) -> XsError:
         """errno_from_parents: ENOENT only if the nearest existing ancestor grants ``want``."""
         while path != "/":
-            path = _parent(path)
+            path = parent_path(path)
             node = self.get(path)
             if node is not None:
-                return _XsError("ENOENT" if _can(domid, node.perms, want) else "EACCES")
-        return _XsError("ENOENT")
+                return XsError("ENOENT" if can(domid, node.perms, want) else "EACCES")
+        return XsError("ENOENT")
 
-    def node(self, domid: int, path: str, want: str) -> _Node:
+    def node(self, domid: int, path: str, want: str) -> Node:
         node = self.get(path)
         if node is None:
             raise self._missing(domid, path, want)
-        if not _can(domid, node.perms, want):
-            raise _XsError("EACCES")
+        if not can(domid, node.perms, want):
+            raise XsError("EACCES")
         return node
 
     def _create(self, domid: int, path: str, value: bytes) -> None:
         missing, anc = [], path
         while (node := self.get(anc)) is None:
             missing.append(anc)
-            anc = _parent(anc)
-        if not _can(domid, node.perms, "w"):
-            raise _XsError("EACCES")
+            anc = parent_path(anc)
+        if not can(domid, node.perms, "w"):
+            raise XsError("EACCES")
         if domid != 0 and self.owned[domid] + len(missing) > QUOTA_NODES:
-            raise _XsError("ENOSPC")
+            raise XsError("ENOSPC")
         for p in reversed(missing):
             perms = list(node.perms)
             if domid != 0:  # a guest owns what it creates (construct_node)
                 perms[0] = (domid, perms[0][1])
-            child = _Node(b"", perms, next(self.gens))
+            child = Node(b"", perms, next(self.gens))
             node.children[p.rsplit("/", 1)[1]] = child
             node.gen = next(self.gens)
             self.owned[perms[0][0]] += 1
             node = child
         node.value = value
 
-    def write(self, domid: int, path: str, value: bytes) -> list[_Event]:
+    def write(self, domid: int, path: str, value: bytes) -> list[Event]:
         node = self.get(path)
         if node is None:
             self._create(domid, path, value)
         else:
-            if not _can(domid, node.perms, "w"):
-                raise _XsError("EACCES")
+            if not can(domid, node.perms, "w"):
+                raise XsError("EACCES")
             node.value, node.gen = value, next(self.gens)
         return [(path, (self.peek(path).perms,), False)]  # type: ignore[union-attr]
 
-    def mkdir(self, domid: int, path: str) -> list[_Event]:
+    def mkdir(self, domid: int, path: str) -> list[Event]:
         node = self.get(path)
         if node is not None:
-            if not _can(domid, node.perms, "w"):
-                raise _XsError("EACCES")
+            if not can(domid, node.perms, "w"):
+                raise XsError("EACCES")
             return []
         self._create(domid, path, b"")
         return [(path, (self.peek(path).perms,), False)]  # type: ignore[union-attr]
 
-    def rm(self, domid: int, path: str) -> list[_Event]:
+    def rm(self, domid: int, path: str) -> list[Event]:
         if path == "/":
-            raise _XsError("EINVAL")
+            raise XsError("EINVAL")
         node = self.get(path)
         if node is None:
             err = self._missing(domid, path, "w")
-            if err.name == "ENOENT" and self.get(_parent(path)) is not None:
+            if err.name == "ENOENT" and self.get(parent_path(path)) is not None:
                 return []  # "not an error if <path> does not exist" (xenstore.txt)
             raise err
-        if not _can(domid, node.perms, "w"):
-            raise _XsError("EACCES")
-        events: list[_Event] = [(path, (node.perms,), False)]
+        if not can(domid, node.perms, "w"):
+            raise XsError("EACCES")
+        events: list[Event] = [(path, (node.perms,), False)]
         stack = [(path, node)]
         while stack:  # every removed node: conflict record, quota, exact events
             p, n = stack.pop()
@@ -242,18 +285,18 @@ class _Tree:
             for name, child in n.children.items():
                 stack.append((f"{p}/{name}", child))
                 events.append((f"{p}/{name}", (child.perms,), True))
-        parent = self.peek(_parent(path))
+        parent = self.peek(parent_path(path))
         assert parent is not None
         del parent.children[path.rsplit("/", 1)[1]]
         parent.gen = next(self.gens)
         return events
 
-    def set_perms(self, domid: int, path: str, perms: Perms) -> list[_Event]:
+    def set_perms(self, domid: int, path: str, perms: Perms) -> list[Event]:
         node = self.node(domid, path, "w")
         if domid != 0 and node.perms[0][0] != domid:
-            raise _XsError("EACCES")  # XS_PERM_OWNER needed
+            raise XsError("EACCES")  # XS_PERM_OWNER needed
         if domid != 0 and perms[0][0] != node.perms[0][0]:
-            raise _XsError("EPERM")  # guests cannot give nodes away
+            raise XsError("EPERM")  # guests cannot give nodes away
         old = node.perms
         self.owned[old[0][0]] -= 1
         self.owned[perms[0][0]] += 1
@@ -269,9 +312,28 @@ class _Watch:
 
 
 @dataclass(eq=False)
-class _Transaction:
-    tree: _Tree
+class Transaction:
+    """A transaction's own copy of the tree and the mutations to replay."""
+
+    tree: Tree
     log: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
+
+
+def commit(tree: Tree, tx: Transaction, domid: int) -> list[Event]:
+    """Commit ``tx`` (of ``domid``) into ``tree``: EAGAIN if a node it read
+    or wrote changed meanwhile, else replay its log; the events to fire."""
+    assert tx.tree.accessed is not None
+    for path, gen in tx.tree.accessed.items():
+        node = tree.peek(path)
+        if (node.gen if node else None) != gen:
+            raise XsError("EAGAIN")
+    events: list[Event] = []
+    for op, args in tx.log:  # nothing it touched changed: same ops, same result
+        try:
+            events += getattr(tree, op)(*args)
+        except XsError as exc:
+            logger.error("dom%d: commit replay of %s failed: %s", domid, op, exc.name)
+    return events
 
 
 @dataclass(eq=False)
@@ -283,7 +345,7 @@ class _Connection:
     events: int = 0  # what the selector watches for us now
     closed: bool = False
     watches: list[_Watch] = field(default_factory=list)
-    transactions: dict[int, _Transaction] = field(default_factory=dict)
+    transactions: dict[int, Transaction] = field(default_factory=dict)
 
 
 class XenstoredServer:
@@ -305,7 +367,7 @@ class XenstoredServer:
     def __init__(self, sim_dir: pathlib.Path) -> None:
         self.sim_dir = pathlib.Path(sim_dir)
         self._gens = itertools.count(1)
-        self._tree = _Tree(self._gens)
+        self._tree = Tree(self._gens)
         self._tx_ids = itertools.count(1)
         self._listeners: dict[int, tuple[socket.socket, pathlib.Path]] = {}
         self._connections: set[_Connection] = set()
@@ -365,7 +427,7 @@ class XenstoredServer:
 
     def set_perms(self, path: str, perms: list[tuple[int, str]]) -> None:
         """Set the ACL, ``[(owner, default), (domid, letter), ...]``; letters n/r/w/b."""
-        if not perms or any(letter not in _PERM_LETTERS or not 0 <= d <= 0xFFFF
+        if not perms or any(letter not in PERM_LETTERS or not 0 <= d <= 0xFFFF
                             for d, letter in perms):
             raise XenError("set_perms", errno.EINVAL, f"bad permissions {perms!r}")
         self._privileged("set_perms", path, [(int(d), str(letter)) for d, letter in perms])
@@ -393,8 +455,8 @@ class XenstoredServer:
 
     def _check_path(self, func: str, path: str) -> str:
         try:
-            return self._canon(0, path.encode())
-        except (_XsError, UnicodeError):
+            return canon_path(0, path.encode())
+        except (XsError, UnicodeError):
             raise XenError(func, errno.EINVAL, f"bad path {path!r}") from None
 
     def _privileged(self, func: str, path: str, *args: object) -> None:
@@ -402,7 +464,7 @@ class XenstoredServer:
             canon = self._check_path(func, path)
             try:
                 events = getattr(self._tree, func)(0, canon, *args)
-            except _XsError as exc:
+            except XsError as exc:
                 raise XenError(func, getattr(errno, exc.name), path) from None
             self._fire(events)
 
@@ -517,9 +579,9 @@ class XenstoredServer:
         try:
             handler = self._HANDLERS.get(type_)
             if handler is None:
-                raise _XsError("EACCES" if conn.domid != 0 and type_ in _DOM0_ONLY else "ENOSYS")
+                raise XsError("EACCES" if conn.domid != 0 and type_ in _DOM0_ONLY else "ENOSYS")
             reply, then = handler(self, conn, tx_id, payload)
-        except _XsError as exc:
+        except XsError as exc:
             self._send(conn, XsType.ERROR, req_id, tx_id, exc.name.encode() + b"\0")
             return
         except Exception:  # a bug here must not take the other clients down
@@ -534,36 +596,18 @@ class XenstoredServer:
     def _strings(payload: bytes, count: int, exact: bool = True) -> list[bytes]:
         """The NUL-terminated strings of a payload (C onearg/get_strings)."""
         if not payload.endswith(b"\0"):
-            raise _XsError("EINVAL")
+            raise XsError("EINVAL")
         parts = payload[:-1].split(b"\0")
         if len(parts) < count or (exact and len(parts) != count):
-            raise _XsError("EINVAL")
+            raise XsError("EINVAL")
         return parts
 
-    def _canon(self, domid: int, raw: bytes, special: bool = False) -> str:
-        """Validate a path (charset, length, slashes) and make it absolute."""
-        try:
-            path = raw.decode("ascii")
-        except UnicodeDecodeError:
-            raise _XsError("EINVAL") from None
-        if path.startswith("@"):
-            if not special:
-                raise _XsError("EINVAL")
-        elif not path.startswith("/"):
-            if len(path) > REL_PATH_MAX:
-                raise _XsError("EINVAL")
-            path = f"/local/domain/{domid}/{path}"
-        if (not path or len(path) > ABS_PATH_MAX or not _PATH_CHARS.issuperset(path)
-                or "//" in path or (path.endswith("/") and path != "/")):
-            raise _XsError("EINVAL")
-        return path
-
-    def _tree_for(self, conn: _Connection, tx_id: int) -> tuple[_Tree, _Transaction | None]:
+    def _tree_for(self, conn: _Connection, tx_id: int) -> tuple[Tree, Transaction | None]:
         if tx_id == 0:
             return self._tree, None
         tx = conn.transactions.get(tx_id)
         if tx is None:
-            raise _XsError("ENOENT")
+            raise XsError("ENOENT")
         return tx.tree, tx
 
     def _mutate(self, conn: _Connection, tx_id: int, op: str, *args: object) -> _Reply:
@@ -575,7 +619,7 @@ class XenstoredServer:
         return b"OK\0", lambda: self._fire(events)
 
     def _path_arg(self, conn: _Connection, payload: bytes) -> str:
-        return self._canon(conn.domid, self._strings(payload, 1)[0])
+        return canon_path(conn.domid, self._strings(payload, 1)[0])
 
     def _op_read(self, conn: _Connection, tx_id: int, payload: bytes) -> _Reply:
         path = self._path_arg(conn, payload)
@@ -584,8 +628,8 @@ class XenstoredServer:
     def _op_write(self, conn: _Connection, tx_id: int, payload: bytes) -> _Reply:
         raw, sep, value = payload.partition(b"\0")
         if not sep:
-            raise _XsError("EINVAL")
-        return self._mutate(conn, tx_id, "write", self._canon(conn.domid, raw), value)
+            raise XsError("EINVAL")
+        return self._mutate(conn, tx_id, "write", canon_path(conn.domid, raw), value)
 
     def _op_mkdir(self, conn: _Connection, tx_id: int, payload: bytes) -> _Reply:
         return self._mutate(conn, tx_id, "mkdir", self._path_arg(conn, payload))
@@ -598,15 +642,15 @@ class XenstoredServer:
         node = self._tree_for(conn, tx_id)[0].node(conn.domid, path, "r")
         reply = b"".join(name.encode() + b"\0" for name in node.children)
         if len(reply) > PAYLOAD_MAX:
-            raise _XsError("E2BIG")  # libxenstore then falls back to DIRECTORY_PART
+            raise XsError("E2BIG")  # libxenstore then falls back to DIRECTORY_PART
         return reply, None
 
     def _op_directory_part(self, conn: _Connection, tx_id: int, payload: bytes) -> _Reply:
         raw, offset_raw = self._strings(payload, 2)
-        path = self._canon(conn.domid, raw)
+        path = canon_path(conn.domid, raw)
         node = self._tree_for(conn, tx_id)[0].node(conn.domid, path, "r")
         if not offset_raw.isdigit():
-            raise _XsError("EINVAL")
+            raise XsError("EINVAL")
         offset = int(offset_raw)
         head = b"%d\0" % node.gen  # <gencnt>|, then the list from byte <offset>
         names = [name.encode() + b"\0" for name in node.children]
@@ -618,7 +662,7 @@ class XenstoredServer:
                 chunk += name
             pos += len(name)
         if offset > pos:
-            raise _XsError("EINVAL")
+            raise XsError("EINVAL")
         return head + bytes(chunk) + b"\0", None  # empty name marks the end
 
     def _op_get_perms(self, conn: _Connection, tx_id: int, payload: bytes) -> _Reply:
@@ -628,24 +672,24 @@ class XenstoredServer:
 
     def _op_set_perms(self, conn: _Connection, tx_id: int, payload: bytes) -> _Reply:
         parts = self._strings(payload, 2, exact=False)
-        path = self._canon(conn.domid, parts[0])
+        path = canon_path(conn.domid, parts[0])
         if len(parts) - 1 > QUOTA_PERMS:
-            raise _XsError("ENOSPC")
+            raise XsError("ENOSPC")
         perms: Perms = []
         for item in parts[1:]:
             letter, digits = item[:1].decode("latin-1"), item[1:]
-            if letter not in _PERM_LETTERS or not digits.isdigit() or int(digits) > 0xFFFF:
-                raise _XsError("EINVAL")
+            if letter not in PERM_LETTERS or not digits.isdigit() or int(digits) > 0xFFFF:
+                raise XsError("EINVAL")
             perms.append((int(digits), letter))
         return self._mutate(conn, tx_id, "set_perms", path, perms)
 
     def _op_watch(self, conn: _Connection, tx_id: int, payload: bytes) -> _Reply:
         raw, token = self._strings(payload, 2, exact=False)[:2]
-        path = self._canon(conn.domid, raw, special=True)
+        path = canon_path(conn.domid, raw, special=True)
         if any(w.path == path and w.token == token for w in conn.watches):
-            raise _XsError("EEXIST")
+            raise XsError("EEXIST")
         if len(conn.watches) >= QUOTA_WATCHES:
-            raise _XsError("E2BIG")
+            raise XsError("E2BIG")
         watch = _Watch(path, token, not raw.startswith((b"/", b"@")))
         conn.watches.append(watch)
         # "When a watch is first set up it is triggered once straight away."
@@ -653,42 +697,32 @@ class XenstoredServer:
 
     def _op_unwatch(self, conn: _Connection, tx_id: int, payload: bytes) -> _Reply:
         raw, token = self._strings(payload, 2, exact=False)[:2]
-        path = self._canon(conn.domid, raw, special=True)
+        path = canon_path(conn.domid, raw, special=True)
         for watch in conn.watches:
             if watch.path == path and watch.token == token:
                 conn.watches.remove(watch)
                 return b"OK\0", None
-        raise _XsError("ENOENT")
+        raise XsError("ENOENT")
 
     def _op_transaction_start(self, conn: _Connection, tx_id: int, payload: bytes) -> _Reply:
         if tx_id != 0:
-            raise _XsError("EBUSY")
+            raise XsError("EBUSY")
         if len(conn.transactions) >= QUOTA_TRANSACTIONS:
-            raise _XsError("ENOSPC")
+            raise XsError("ENOSPC")
         new_id = next(self._tx_ids) & 0xFFFFFFFF or next(self._tx_ids)
-        conn.transactions[new_id] = _Transaction(self._tree.copy())
+        conn.transactions[new_id] = Transaction(self._tree.copy())
         return b"%d\0" % new_id, None
 
     def _op_transaction_end(self, conn: _Connection, tx_id: int, payload: bytes) -> _Reply:
         arg = self._strings(payload, 1)[0]
         if arg not in (b"T", b"F"):
-            raise _XsError("EINVAL")
+            raise XsError("EINVAL")
         tx = conn.transactions.pop(tx_id, None)
         if tx is None:
-            raise _XsError("ENOENT")
+            raise XsError("ENOENT")
         if arg == b"F":
             return b"OK\0", None
-        assert tx.tree.accessed is not None
-        for path, gen in tx.tree.accessed.items():
-            node = self._tree.peek(path)
-            if (node.gen if node else None) != gen:
-                raise _XsError("EAGAIN")
-        events: list[_Event] = []
-        for op, args in tx.log:  # nothing it touched changed: same ops, same result
-            try:
-                events += getattr(self._tree, op)(*args)
-            except _XsError as exc:
-                logger.error("dom%d: commit replay of %s failed: %s", conn.domid, op, exc.name)
+        events = commit(self._tree, tx, conn.domid)
         return b"OK\0", lambda: self._fire(events)
 
     def _op_get_domain_path(self, conn: _Connection, tx_id: int, payload: bytes) -> _Reply:
@@ -705,26 +739,19 @@ class XenstoredServer:
     def _domid_arg(self, payload: bytes) -> int:
         raw = self._strings(payload, 1)[0]
         if not raw.isdigit() or int(raw) > 0xFFFF:
-            raise _XsError("EINVAL")
+            raise XsError("EINVAL")
         return int(raw)
 
     # -- watches -----------------------------------------------------------
 
-    def _fire(self, events: list[_Event]) -> None:
+    def _fire(self, events: list[Event]) -> None:
         for conn in list(self._connections):
-            for path, perms, exact in events:
+            for event in events:
                 if conn.closed:
                     break
-                if path.startswith("@"):
-                    if conn.domid != 0:
-                        continue  # special events go to privileged watchers only
-                elif not any(_can(conn.domid, p, "r") for p in perms):
-                    continue  # watchers only hear of nodes they may read
                 for watch in list(conn.watches):
-                    if path == watch.path or (not exact and not path.startswith("@")
-                                              and not watch.path.startswith("@")
-                                              and _is_child(path, watch.path)):
-                        self._event(conn, watch, path)
+                    if watch_fires(conn.domid, watch.path, event):
+                        self._event(conn, watch, event[0])
 
     def _event(self, conn: _Connection, watch: _Watch, path: str) -> None:
         if watch.relative:

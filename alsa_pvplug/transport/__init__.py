@@ -2,6 +2,12 @@
 
 Rule: this package only chooses; the implementations are imported on demand
 so that choosing ``sim`` never needs Xen and neither needs the other.
+
+A third transport, ``memory`` (:class:`.memory.MemoryTransport`), joins a
+frontend and a backend in one process for tests.  It is not offered here,
+nor as the plugin's ``transport`` option: it needs the
+:class:`~alsa_pvplug.sim.memory.MemoryHypervisor` object both peers share,
+so it is constructed directly.
 """
 
 from __future__ import annotations

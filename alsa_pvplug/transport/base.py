@@ -3,8 +3,9 @@
 Rule: each method is one hypervisor/library operation, named after the C
 function it stands for (``xenevtchn_notify`` -> ``EventChannel.notify``).
 It raises :class:`~alsa_pvplug.errors.XenError` with the errno and makes no
-decisions.  Two implementations: ``xen`` (the real libraries) and ``sim``
-(the simulated hypervisor in :mod:`alsa_pvplug.sim`).
+decisions.  Three implementations: ``xen`` (the real libraries), ``sim``
+(the simulated hypervisor in :mod:`alsa_pvplug.sim`) and ``memory`` (peers
+joined in one process, :mod:`alsa_pvplug.transport.memory`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from typing import TypeVar
+
+from ..protocol.ring import IndexOps
 
 PAGE_SIZE = 4096
 
@@ -210,6 +213,13 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def open_event_channel(self) -> EventChannel: ...
+
+    @abc.abstractmethod
+    def index_ops(self, buf: memoryview) -> IndexOps:
+        """How the rings on ``buf`` (a page this transport shared or mapped)
+        load and store their indices and order memory around them: in C for
+        pages another process or domain may map (sim, xen), plain Python
+        where the peers are threads of one process (memory)."""
 
     def bound_kernel_driver(self, devtype: str, devid: int) -> str | None:
         """The guest kernel driver that owns this xenbus device, or None.

@@ -33,6 +33,7 @@ from typing import Any
 
 from .._native import ffi, lib
 from ..errors import XenError
+from ..protocol.ring import IndexOps
 from .base import PAGE_SIZE, EventChannel, GrantMapper, GrantSharer, SharedPages, Transport
 
 logger = logging.getLogger(__name__)
@@ -666,3 +667,8 @@ class SimTransport(Transport):
 
     def open_event_channel(self) -> SimEventChannel:
         return SimEventChannel(self.hypervisor_path)
+
+    def index_ops(self, buf: memoryview) -> IndexOps:
+        from .native_index import NativeIndexOps
+
+        return NativeIndexOps(buf)

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import XenError
+from ..protocol.ring import IndexOps
 from .base import PAGE_SIZE, EventChannel, GrantMapper, GrantSharer, SharedPages, Transport
 
 logger = logging.getLogger(__name__)
@@ -303,6 +304,11 @@ class XenTransport(Transport):
 
     def open_event_channel(self) -> XenEventChannel:
         return XenEventChannel()
+
+    def index_ops(self, buf: memoryview) -> IndexOps:
+        from .native_index import NativeIndexOps
+
+        return NativeIndexOps(buf)
 
     def bound_kernel_driver(self, devtype: str, devid: int) -> str | None:
         return bound_kernel_driver(devtype, devid)

@@ -1,0 +1,104 @@
+"""The xenbus handshake between a real Card and a real Backend: connect,
+close, and the frontend's recovery from state it did not leave itself."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from alsa_pvplug.errors import BackendTimeout
+from alsa_pvplug.frontend import Card
+from alsa_pvplug.protocol import sndif
+from alsa_pvplug.transport.memory import MemoryTransport
+
+BE_DIR = "/local/domain/0/backend/vsnd/1/0"
+FE_DIR = "/local/domain/1/device/vsnd/0"
+RING_KEYS = (sndif.FIELD_RING_REF, sndif.FIELD_EVT_CHNL, sndif.FIELD_EVT_RING_REF,
+             sndif.FIELD_EVT_EVT_CHNL)
+
+
+def published(hv) -> dict[str, str]:
+    return {f"{path}/{k}": hv.read(f"{FE_DIR}/{path}/{k}")
+            for path in ("0/0", "0/1") for k in RING_KEYS}
+
+
+def test_open_reaches_connected_on_both_sides(hv, backend, card):
+    be = backend()
+    c = card()
+    assert c.connected and c.lost is None
+    assert hv.read(f"{FE_DIR}/state") == "4" and hv.read(f"{BE_DIR}/state") == "4"
+    keys = published(hv)
+    assert all(v is not None and v.isdigit() for v in keys.values()), keys
+    # The backend mapped both streams' rings and bound their ports.
+    (dev,) = be.backend.devices.values()
+    assert sorted(st.cfg.path for st in dev.streams) == ["0/0", "0/1"]
+    for st in dev.streams:
+        assert st.ring is not None and st.evt is not None
+        assert st.req_port in be.backend.ports
+
+
+def test_close_hands_both_sides_back(hv, backend, card, wait_for):
+    be = backend()
+    c = card()
+    st = c.stream(0, 0)
+    st.open(sndif.PcmFormat.S16_LE, 2, 48000, 1024, 256)
+    c.close()
+    assert hv.read(f"{FE_DIR}/state") == "1"
+    wait_for(lambda: hv.read(f"{BE_DIR}/state") == "2", "backend InitWait")
+    (dev,) = be.backend.devices.values()
+    assert dev.streams == [] and be.backend.ports == {}
+    # Nothing of the guest's is left shared or bound.
+    assert hv._domains[1].grants == {} and hv._domains[1].ports == {}
+    c.close()  # idempotent
+    assert hv.read(f"{FE_DIR}/state") == "1"
+
+
+def test_a_second_card_connects_after_the_first_closed(hv, backend, card):
+    backend()
+    first = card()
+    refs = published(hv)
+    first.close()
+    second = card()
+    assert second.connected and hv.read(f"{BE_DIR}/state") == "4"
+    assert published(hv) != refs, "fresh rings, never the old grants"
+
+
+def test_connect_times_out_without_a_backend(hv, card):
+    with pytest.raises(BackendTimeout) as ei:
+        card(timeout=0.2)
+    assert "InitWait" in str(ei.value)
+    assert hv.read(f"{FE_DIR}/state") == "1"
+
+
+def test_stale_state_of_a_dead_owner_is_reset(hv, backend, card, caplog):
+    """A previous owner died Connected: its grants and ports died with it,
+    its state 4 stayed.  The next Card resets it and connects afresh."""
+    be = backend()
+    t = MemoryTransport(hv, 1)
+    dead = Card.open(t, timeout=2.0)
+    old = published(hv)
+    # Dies: the hypervisor revokes its grants and closes its ports; nobody
+    # writes a state.
+    assert dead.evtchn is not None and dead.sharer is not None
+    dead.evtchn.close()
+    dead.sharer.close()
+    t.close()
+    assert hv.read(f"{FE_DIR}/state") == "4"
+    with caplog.at_level(logging.INFO, logger="alsa_pvplug.frontend"):
+        c = card()
+    assert "stale frontend state '4', resetting" in caplog.text
+    assert c.connected and hv.read(f"{BE_DIR}/state") == "4"
+    assert published(hv) != old
+    (dev,) = be.backend.devices.values()
+    assert len(dev.streams) == 2
+
+
+@pytest.mark.parametrize("garbage", ["abc", "", "\u00b2", "99", "4 4"])
+def test_garbage_in_our_own_state_node_is_reset(hv, backend, card, garbage):
+    """dom0 may write anything into the frontend's state node: it is ours to
+    reset, not a reason to fail every open."""
+    backend()
+    hv.write(f"{FE_DIR}/state", garbage)
+    c = card()
+    assert c.connected and hv.read(f"{FE_DIR}/state") == "4"
