@@ -114,7 +114,7 @@ def _claim(path: Path, card: int) -> int:
 
 
 #: Opens the transport a new card connection uses.
-TransportFactory = Callable[[PluginOptions], Transport]
+TransportFactory = Callable[["PluginOptions"], Transport]
 
 
 def _open_transport(opts: PluginOptions) -> Transport:

@@ -1099,9 +1099,13 @@ class Stream:
             return cond() or self._error is not None or self.card.lost is not None
 
         with self.waiting_for_answers():
-            self.card._wait(done,
-                            time.monotonic() + self.card.timeout, f"{self.name}: {what}",
-                            progress=lambda: (self.reported, self.acked, self.confirmed))
+            try:
+                self.card._wait(done,
+                                time.monotonic() + self.card.timeout, f"{self.name}: {what}",
+                                progress=lambda: (self.reported, self.acked, self.confirmed))
+            except BackendTimeout:
+                self.giveup.timed_out()  # as the glue's stall rule counts its own
+                raise
         self.check()
 
     def write(self, data: Any) -> int:

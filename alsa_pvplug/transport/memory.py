@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Sequence
-from typing import Any
 
 from ..errors import XenError
 from ..protocol.ring import BufferIndexOps, IndexOps
@@ -266,14 +265,3 @@ class MemoryTransport(Transport):
     def index_ops(self, buf: memoryview) -> IndexOps:
         return BufferIndexOps(buf)
 
-
-def __getattr__(name: str) -> Any:
-    # The old home of NativeIndexOps: tests/fuzz still imports it from here
-    # (those files are being reorganised elsewhere; switch them to
-    # transport.native_index, then drop this).  Lazy, so that this module
-    # never loads the compiled _native.
-    if name == "NativeIndexOps":
-        from .native_index import NativeIndexOps
-
-        return NativeIndexOps
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,7 +32,7 @@ from alsa_pvplug.protocol import ring as R
 from alsa_pvplug.protocol import sndif
 from alsa_pvplug.protocol.sndif import CurPosEvt, HwParams, Op, PcmFormat, Resp
 from alsa_pvplug.transport import open_transport
-from alsa_pvplug.transport.memory import NativeIndexOps
+from alsa_pvplug.transport.native_index import NativeIndexOps
 
 LONG_MIN, LONG_MAX = -2**63, 2**63 - 1
 logger = logging.getLogger("fuzz.hostile_backend")

@@ -40,7 +40,7 @@ from alsa_pvplug.protocol.sndif import (
 )
 from alsa_pvplug.protocol.xenbus import parse_state
 from alsa_pvplug.transport import open_transport
-from alsa_pvplug.transport.memory import NativeIndexOps
+from alsa_pvplug.transport.native_index import NativeIndexOps
 
 from .world import cpu_seconds
 

@@ -12,7 +12,7 @@ import pytest
 
 from alsa_pvplug import cardpool
 from alsa_pvplug.errors import DeviceBusy, PvSndError
-from alsa_pvplug.protocol.config import PluginOptions
+from alsa_pvplug.glue.options import PluginOptions
 from alsa_pvplug.transport.memory import MemoryTransport
 
 BE_STATE = "/local/domain/0/backend/vsnd/1/0/state"
