@@ -9,87 +9,22 @@ with the runner (PR_SET_PDEATHSIG), their file output is capped, and
 
 from __future__ import annotations
 
-import ctypes
 import os
-import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+
+from alsa_pvplug.sim.procs import OUTPUT_CAP, Proc, SimProcesses, cli, wait_until
+
+__all__ = ["BENCH", "OUTPUT_CAP", "Proc", "REPO", "System", "cpu_seconds", "repo_arg",
+           "rss_kib", "wait_until"]
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 SYSTEM_ALSA_CONF = "/usr/share/alsa/alsa.conf"
-OUTPUT_CAP = 256 * 1024 * 1024  # bytes any child may write to a file (RLIMIT_FSIZE)
-
-
-def _child_setup(rt: int = 0) -> None:
-    # PR_SET_PDEATHSIG: if the runner dies, its children go too; cap file output.
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (OUTPUT_CAP, OUTPUT_CAP))
-    if rt:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt))
-
-
-class Proc:
-    """A child with its output in a log file; ``stop()`` is idempotent."""
-
-    def __init__(self, argv: Sequence[str], log: Path, env: dict[str, str] | None = None,
-                 rt: int = 0, cwd: Path = REPO) -> None:
-        self.argv = list(argv)
-        self.log = log
-        self._logf = open(log, "ab")
-        self.proc = subprocess.Popen(self.argv, stdout=self._logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=cwd,
-                                     preexec_fn=lambda: _child_setup(rt),
-                                     env={**os.environ, **(env or {})})
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait(self, timeout: float) -> int:
-        """Wait for exit; kill at ``timeout``. Returns the exit status."""
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            raise RuntimeError(f"{self.argv[0]} did not finish within {timeout} s:\n"
-                               f"{self.output()}") from None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if not self._logf.closed:
-            self._logf.close()
-
-    def output(self) -> str:
-        if not self._logf.closed:
-            self._logf.flush()
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, what: str,
-               interval: float = 0.01) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -129,16 +64,10 @@ class System:
         self.work = Path(work or tempfile.mkdtemp(prefix="pvplug-bench-")).resolve()
         self.work.mkdir(parents=True, exist_ok=True)
         self.rt = rt
-        self.procs: list[Proc] = []
-        self.sim_dir = self.work / "sim"
         self.guests = list(guests)
-        guest_args = [a for g in self.guests for a in ("--guest", str(g))]
-        self.sim = self.start([*self.cli, "sim", "--dir", str(self.sim_dir), *guest_args,
-                               *sim_args], "sim")
-        wait_until(lambda: (self.sim_dir / "ready").exists() or not self.sim.alive, 15,
-                   "the simulator")
-        if not self.sim.alive:
-            raise RuntimeError(f"sim exited:\n{self.sim.output()}")
+        self._sim = SimProcesses(self.work, guests=self.guests, sim_args=sim_args,
+                                 command=self.cli, cwd=self.repo, rt=rt)
+        self.sim, self.sim_dir, self.procs = self._sim.sim, self._sim.dir, self._sim.procs
         self.backend: Proc | None = None
         if backend_args is not None:
             self.start_backend(backend_args)
@@ -146,18 +75,14 @@ class System:
 
     @property
     def cli(self) -> list[str]:
-        return [self.python, "-m", "alsa_pvplug.cli", "--log-level", "warning"]
+        return cli(self.python, "warning")
 
     def start(self, argv: Sequence[str], name: str, env: dict[str, str] | None = None,
               rt: int | None = None) -> Proc:
-        p = Proc(argv, self.work / f"{name}.log", env=env, cwd=self.repo,
-                 rt=self.rt if rt is None else rt)
-        self.procs.append(p)
-        return p
+        return self._sim.start(argv, name, env=env, rt=rt)
 
     def start_backend(self, args: Sequence[str] = ()) -> Proc:
-        self.backend = self.start([*self.cli, "backend", "--sim-dir", str(self.sim_dir), *args],
-                                  "backend")
+        self.backend = self._sim.backend(*args)
         return self.backend
 
     def run_py(self, code: str, *args: str, timeout: float = 120) -> str:
@@ -185,8 +110,7 @@ class System:
         return {"ALSA_CONFIG_PATH": f"{SYSTEM_ALSA_CONF}:{conf}"}
 
     def close(self) -> None:
-        for p in reversed(self.procs):
-            p.stop()
+        self._sim.close()
         if self._remove:
             shutil.rmtree(self.work, ignore_errors=True)
 
