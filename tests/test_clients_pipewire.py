@@ -128,13 +128,15 @@ class PipeWireDaemon:
         assert {"pvsource:capture_FL", "pvsource:capture_FR"} <= self.ports("-o"), \
             self.output()
 
-    def tool(self, *argv: str, timeout: float = 10) -> str:
+    def tool(self, *argv: str, timeout: float = 10, check: bool = True) -> str:
         """Run a pw-* tool against this daemon; its (capped) output."""
-        return self.pv.run(list(argv), timeout=timeout, env=self.env).output
+        return self.pv.run(list(argv), timeout=timeout, env=self.env, check=check).output
 
     def ports(self, which: str) -> set[str]:
-        """``pw-link -o`` (outputs) or ``-i`` (inputs)."""
-        return {ln.strip() for ln in self.tool("pw-link", which).splitlines() if ln.strip()}
+        """``pw-link -o`` (outputs) or ``-i`` (inputs); empty before the
+        daemon listens."""
+        c = self.pv.run(["pw-link", which], timeout=10, env=self.env, check=False)
+        return {ln.strip() for ln in c.output.splitlines() if ln.strip()} if c.rc == 0 else set()
 
     def node_id(self, name: str) -> int | None:
         """The id of node ``name`` in ``pw-cli ls Node`` (small, unlike pw-dump)."""
