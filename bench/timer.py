@@ -35,7 +35,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quanta", default="1024,256,128,64")
     p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--access", choices=("rw", "mmap"), default="mmap")
+    p.add_argument("--access", choices=("rw", "mmap", "poll", "pollmmap"), default="mmap",
+                   help="poll: period = quantum, poll() and fill the buffer (as aplay)")
     p.add_argument("--buffer", type=int, default=32768)
     p.add_argument("--rt", type=int, default=20, help="SCHED_FIFO of sim and backend (0: off)")
     p.add_argument("--repo", type=repo_arg, default=REPO)
@@ -60,16 +61,21 @@ def main() -> int:
             s.backend.stop()
             wait_until(tap_file.exists, 10, "the backend's queue log")
             rows = queue_tap.playback(queue_tap.load(str(tap_file)), t0, t1)
-        m = re.search(r"rate (\d+) \(([\d.]+) x real time\) cycles (\d+) early (\d+)", out)
+        m = re.search(r"rate (\d+) \(([\d.]+) x real time\) cycles (\d+) early (\d+).*"
+                      r"delay_after_write_ms median ([\d.]+)", out)
         if rc != 0 or m is None:
             print(f"  quantum {quantum}: timer_client failed ({rc}):\n{out}")
             continue
         grid = np.arange(rows.t_ns[0], rows.t_ns[-1], 1_000_000)
         q = queue_tap.queue_frames(rows, grid, RATE) / RATE * 1e3
         dry = int((rows.kind == queue_tap.DRY).sum())
+        w = rows[rows.kind == queue_tap.WRITE]
+        after_write = (w.written - w.played) / RATE * 1e3
         print(f"  quantum {quantum:5d} ({quantum / 48:5.2f} ms): {float(m[2]):.3f} x real time, "
               f"{m[3]} cycles, {m[4]} early wake-ups; backend: {dry} underruns, queue median "
-              f"{np.median(q):.2f} ms, p10 {np.percentile(q, 10):.2f} ms", flush=True)
+              f"{np.median(q):.2f} ms, p10 {np.percentile(q, 10):.2f} ms; after a write: the "
+              f"plugin's delay {float(m[5]):.2f} ms, the backend's queue "
+              f"{np.median(after_write):.2f} ms (medians)", flush=True)
     return 0
 
 

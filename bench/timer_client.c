@@ -2,7 +2,10 @@
  * (and PulseAudio with tsched) drive a card: no poll on the PCM, a timer
  * instead, and only a little data queued.
  *
- *   timer_client DEVICE SECONDS QUANTUM BUFFER [rw|mmap]
+ *   timer_client DEVICE SECONDS QUANTUM BUFFER [rw|mmap|poll|pollmmap]
+ *
+ * (poll: the other way, as PulseAudio without tsched and aplay do: period =
+ * QUANTUM, avail_min = QUANTUM, poll() on the PCM, then fill the buffer.)
  *
  * S16_LE stereo 48 kHz, RW interleaved (or MMAP interleaved, written with
  * snd_pcm_mmap_begin/commit as PipeWire does), buffer BUFFER frames, start_threshold
@@ -12,6 +15,10 @@
  * would reach QUANTUM again at the nominal rate.  With a card whose
  * pointer follows its clock this writes 48000 frames a second.
  *
+ * After every write it takes snd_pcm_delay(): the end line gives its median
+ * and 5th/95th percentiles ("delay_after_write_ms"), to compare with what
+ * the backend really holds then (bench/timer.py).
+ *
  * Prints, per second, "sec N frames_written F early E min_delay D max_delay X"
  * and at the end "timer_client: seconds S frames F rate R (x real time) ..."
  * (R is frames per second; 48000 is real time).  Exit 0, 2 on a setup error,
@@ -19,6 +26,7 @@
  */
 #define _GNU_SOURCE
 #include <alsa/asoundlib.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +50,13 @@ static void sleep_until(int64_t t)
 	clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
 static void die(const char *what, int err)
 {
 	fprintf(stderr, "timer_client: %s: %s\n", what, snd_strerror(err));
@@ -58,13 +73,19 @@ int main(int argc, char **argv)
 	double seconds;
 	int64_t t0, t_end, next, sec_start, written = 0, sec_written = 0, cycles = 0, early = 0;
 	int64_t sec_early = 0, min_d = INT64_MAX, max_d = 0;
-	int err, sec = 0, started = 0, mmap = 0;
+	int err, sec = 0, started = 0, mmap = 0, use_poll = 0;
+	double *delays, *sdelays;
+	size_t n_delays = 0, n_sdelays = 0, cap_delays;
+	snd_pcm_status_t *status;
 
 	if (argc != 5 && argc != 6) {
 		fprintf(stderr, "usage: timer_client DEVICE SECONDS QUANTUM BUFFER [rw|mmap]\n");
 		return 2;
 	}
 	mmap = argc == 6 && !strcmp(argv[5], "mmap");
+	use_poll = argc == 6 && !strncmp(argv[5], "poll", 4);
+	if (argc == 6 && !strcmp(argv[5], "pollmmap"))
+		mmap = 1;
 	seconds = atof(argv[2]);
 	quantum = (snd_pcm_uframes_t)atol(argv[3]);
 	buffer = (snd_pcm_uframes_t)atol(argv[4]);
@@ -79,21 +100,74 @@ int main(int argc, char **argv)
 	    (err = snd_pcm_hw_params_set_channels(pcm, hw, 2)) < 0 ||
 	    (err = snd_pcm_hw_params_set_rate(pcm, hw, RATE, 0)) < 0 ||
 	    (err = snd_pcm_hw_params_set_buffer_size_near(pcm, hw, &buffer)) < 0 ||
+	    (use_poll && (err = snd_pcm_hw_params_set_period_size(pcm, hw, quantum, 0)) < 0) ||
 	    (err = snd_pcm_hw_params(pcm, hw)) < 0)
 		die("hw_params", err);
 	snd_pcm_sw_params_current(pcm, sw);
 	snd_pcm_sw_params_get_boundary(sw, &boundary);
 	if ((err = snd_pcm_sw_params_set_start_threshold(pcm, sw, boundary)) < 0 ||
 	    (err = snd_pcm_sw_params_set_stop_threshold(pcm, sw, boundary)) < 0 ||
+	    (err = snd_pcm_sw_params_set_avail_min(pcm, sw, quantum)) < 0 ||
 	    (err = snd_pcm_sw_params(pcm, sw)) < 0)
 		die("sw_params", err);
 	frames = calloc(quantum, 4);
 	for (snd_pcm_uframes_t i = 0; i < quantum; i++)  /* a quiet 750 Hz square */
 		frames[2 * i] = frames[2 * i + 1] = (i / 32) % 2 ? 3000 : -3000;
 
+	cap_delays = (size_t)(seconds * RATE / quantum * 2) + 1024;
+	delays = malloc(cap_delays * sizeof(*delays));
+	sdelays = malloc(cap_delays * sizeof(*sdelays));
+	snd_pcm_status_alloca(&status);
 	t0 = sec_start = next = now_ns();
 	t_end = t0 + (int64_t)(seconds * 1e9);
-	while (now_ns() < t_end) {
+	while (use_poll && now_ns() < t_end) {
+		struct pollfd fds[8];
+		unsigned short rev;
+		snd_pcm_sframes_t avail, r, d;
+		int n = snd_pcm_poll_descriptors(pcm, fds, 8);
+
+		if (started && poll(fds, n, 1000) < 0)
+			return 1;
+		if (started && (snd_pcm_poll_descriptors_revents(pcm, fds, n, &rev) < 0 ||
+				!(rev & POLLOUT)))
+			continue;
+		avail = snd_pcm_avail(pcm);
+		if (avail < 0) {
+			fprintf(stderr, "timer_client: avail: %s\n", snd_strerror((int)avail));
+			return 1;
+		}
+		while (avail >= (snd_pcm_sframes_t)quantum) {
+			if (mmap) {
+				const snd_pcm_channel_area_t *areas;
+				snd_pcm_uframes_t off, n = quantum;
+
+				r = snd_pcm_mmap_begin(pcm, &areas, &off, &n);
+				if (r >= 0) {
+					memcpy((char *)areas[0].addr + off * 4, frames, n * 4);
+					r = snd_pcm_mmap_commit(pcm, off, n);
+				}
+			} else {
+				r = snd_pcm_writei(pcm, frames, quantum);
+			}
+			if (r < 0) {
+				fprintf(stderr, "timer_client: writei: %s\n", snd_strerror((int)r));
+				return 1;
+			}
+			written += r;
+			avail -= r;
+			cycles++;
+		}
+		if (!started && (err = snd_pcm_start(pcm)) < 0) {
+			fprintf(stderr, "timer_client: start: %s\n", snd_strerror(err));
+			return 1;
+		}
+		started = 1;
+		if (snd_pcm_delay(pcm, &d) == 0 && n_delays < cap_delays)
+			delays[n_delays++] = d * 1000.0 / RATE;
+		if (snd_pcm_status(pcm, status) == 0 && n_sdelays < cap_delays)
+			sdelays[n_sdelays++] = snd_pcm_status_get_delay(status) * 1000.0 / RATE;
+	}
+	while (!use_poll && now_ns() < t_end) {
 		snd_pcm_sframes_t avail = snd_pcm_avail(pcm);
 		int64_t delay, t;
 
@@ -135,6 +209,12 @@ int main(int argc, char **argv)
 			sec_written += r;
 			delay += r;
 			cycles++;
+			{
+				snd_pcm_sframes_t d;
+
+				if (snd_pcm_delay(pcm, &d) == 0 && n_delays < cap_delays)
+					delays[n_delays++] = d * 1000.0 / RATE;
+			}
 		} else {
 			early++;
 			sec_early++;
@@ -155,10 +235,17 @@ int main(int argc, char **argv)
 		sleep_until(next);
 	}
 	seconds = (now_ns() - t0) / 1e9;
+	qsort(delays, n_delays, sizeof(*delays), cmp_double);
+	qsort(sdelays, n_sdelays, sizeof(*sdelays), cmp_double);
 	printf("timer_client: seconds %.2f frames %lld rate %.0f (%.3f x real time) cycles %lld "
-	       "early %lld quantum %lu buffer %lu %s\n", seconds, (long long)written,
+	       "early %lld quantum %lu buffer %lu %s delay_after_write_ms median %.2f p5 %.2f "
+	       "p95 %.2f status_delay_ms median %.2f\n", seconds, (long long)written,
 	       written / seconds, written / seconds / RATE, (long long)cycles, (long long)early,
-	       (unsigned long)quantum, (unsigned long)buffer, mmap ? "mmap" : "rw");
+	       (unsigned long)quantum, (unsigned long)buffer,
+	       use_poll ? (mmap ? "pollmmap" : "poll") : mmap ? "mmap" : "rw",
+	       n_delays ? delays[n_delays / 2] : 0.0, n_delays ? delays[n_delays / 20] : 0.0,
+	       n_delays ? delays[n_delays * 19 / 20] : 0.0,
+	       n_sdelays ? sdelays[n_sdelays / 2] : 0.0);
 	snd_pcm_drop(pcm);
 	snd_pcm_close(pcm);
 	return 0;
