@@ -24,7 +24,9 @@
  * capture read (frames: the capture appl_ptr after it, delay:
  * snd_pcm_delay before it), kind 2 = both streams started (t_ns).
  * Prints "roundtrip: ..." with the counts, and any xrun ("xrun playback" /
- * "xrun capture", recovered).  Exit 0; 1 on a failed call; 2 on bad use.
+ * "xrun capture": counted, then the stream prepared and started again, the
+ * playback refilled with a buffer of silence; what the log says after it
+ * no longer lines up with the signal).  Exit 0; 1 on a failed call; 2 on bad use.
  */
 #define _GNU_SOURCE
 #include <alsa/asoundlib.h>
@@ -129,17 +131,28 @@ static void put_log(FILE *f, int64_t kind, int64_t t, int64_t frames, int64_t de
 	}
 }
 
-static int recover(snd_pcm_t *pcm, int err, const char *what, int *xruns)
+/* an xrun: counted, then the stream goes on (playback refilled with silence) */
+static void recover(snd_pcm_t *pcm, int err, const char *what, int *xruns,
+		    snd_pcm_uframes_t buffer)
 {
 	if (err == -EAGAIN)
-		return 0;
+		return;
 	if (err != -EPIPE && err != -ESTRPIPE)
 		fail(what, err);
 	(*xruns)++;
 	printf("xrun %s (%s)\n", what, snd_strerror(err));
-	if ((err = snd_pcm_prepare(pcm)) < 0 || (err = snd_pcm_start(pcm)) < 0)
-		fail("recover", err);
-	return 0;
+	if ((err = snd_pcm_prepare(pcm)) < 0)
+		fail("recover: prepare", err);
+	if (snd_pcm_stream(pcm) == SND_PCM_STREAM_PLAYBACK) {
+		int16_t *zero = calloc(buffer * CH, sizeof(*zero));
+		snd_pcm_sframes_t r = snd_pcm_writei(pcm, zero, buffer);
+
+		free(zero);
+		if (r < 0)
+			fail("recover: refill", (int)r);
+	}
+	if ((err = snd_pcm_start(pcm)) < 0)
+		fail("recover: start", err);
 }
 
 int main(int argc, char **argv)
@@ -220,14 +233,14 @@ int main(int argc, char **argv)
 		/* playback: keep it full */
 		avail = snd_pcm_avail_update(play);
 		if (avail < 0)
-			recover(play, (int)avail, "playback", &xp);
+			recover(play, (int)avail, "playback", &xp, buffer);
 		while (avail >= (snd_pcm_sframes_t)period && written < total_play) {
 			const int16_t *src = written + period <= sig_frames ? sig + written * CH
 					     : silence;
 			snd_pcm_sframes_t r = snd_pcm_writei(play, src, period), d = 0;
 
 			if (r < 0) {
-				recover(play, (int)r, "playback", &xp);
+				recover(play, (int)r, "playback", &xp, buffer);
 				break;
 			}
 			fwrite(src, CH * sizeof(*src), (size_t)r, fplay);
@@ -242,7 +255,7 @@ int main(int argc, char **argv)
 
 			avail = snd_pcm_avail_update(cap);
 			if (avail < 0) {
-				recover(cap, (int)avail, "capture", &xc);
+				recover(cap, (int)avail, "capture", &xc, buffer);
 				break;
 			}
 			if (avail < (snd_pcm_sframes_t)period || got >= cap_frames)
@@ -250,7 +263,7 @@ int main(int argc, char **argv)
 			snd_pcm_delay(cap, &d);
 			r = snd_pcm_readi(cap, rbuf, period);
 			if (r < 0) {
-				recover(cap, (int)r, "capture", &xc);
+				recover(cap, (int)r, "capture", &xc, buffer);
 				break;
 			}
 			fwrite(rbuf, CH * sizeof(*rbuf), (size_t)r, fcap);
