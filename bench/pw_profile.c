@@ -8,8 +8,8 @@
  * accumulates, per driver node, what the profiler reports every cycle:
  *
  *   cycles     profiler samples (one per graph cycle of that driver);
- *   counted    cycles by the driver's own cycle counter (last - first + 1):
- *              more than ``cycles`` when the profiler dropped samples;
+ *   counted    the profiler's sample counter, last - first + 1 (shared by
+ *              all drivers in 0.3.65: not a per-driver cycle count);
  *   xruns      the driver's xrun count (its activation's xrun_count: ALSA
  *              xruns the node reports and graph cycles that did not finish),
  *              as the last sample minus the first: pw-top's ERR column;
