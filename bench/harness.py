@@ -85,6 +85,15 @@ class System:
         self.backend = self._sim.backend(*args)
         return self.backend
 
+    def start_queue_tap(self, out: Path, args: Sequence[str] = ()) -> Proc:
+        """The backend through ``bench/queue_tap.py`` (this checkout's script,
+        the measured checkout's Python): its log of every stream's queue goes
+        to ``out`` when it is stopped."""
+        self.backend = self.start([self.python, str(BENCH / "queue_tap.py"), str(out),
+                                   "--log-level", "warning", "backend", "--sim-dir",
+                                   str(self.sim_dir), *args], "backend")
+        return self.backend
+
     def run_py(self, code: str, *args: str, timeout: float = 120) -> str:
         """Run ``code`` with this checkout's Python; its stdout."""
         out = subprocess.run([self.python, "-c", code, *args], cwd=self.repo, timeout=timeout,

@@ -6,9 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # pulseaudio, pulseaudio-utils (paplay, parec, pactl) and jackd2 (jackd and its
-# example clients) are only for the client smoke tests (tests/test_clients_pa_jack.py).
+# example clients) are only for the client smoke tests (tests/plugin/test_clients_pa_jack.py);
+# pipewire and pipewire-bin (pw-play, pw-record, pw-cli, pw-link) for
+# tests/plugin/test_clients_pipewire.py; libpipewire-0.3-dev and libpulse-dev for
+# bench/pw_profile.c and bench/pa_latency.c (PipeWire's profiler, PulseAudio's
+# sink latency, read by bench/pipewire.py and bench/pulseaudio.py).
 DEB_PACKAGES=(gcc libasound2-dev zlib1g-dev alsa-utils libxen-dev xenstore-utils
-              pulseaudio pulseaudio-utils jackd2)
+              pulseaudio pulseaudio-utils jackd2
+              pipewire pipewire-bin libpipewire-0.3-dev libpulse-dev)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,307 @@
+"""PipeWire on pvplug: xruns at short quanta and a drifting card clock (issue 11).
+
+    .venv/bin/python bench/pipewire.py [--quanta 256,64] [--ppm 0,200,-200]
+                                       [--seconds 60] [--duplex] [--rt 20]
+                                       [--repo DIR] [--json F]
+
+For each quantum and backend clock skew (``pvplug backend --clock-ppm``): a
+private headless ``pipewire`` (no session manager; its quantum fixed with
+min = max = default) with an ``api.alsa.pcm.sink`` (and, ``--duplex``, an
+``api.alsa.pcm.source``) node on ``pcm.pvplug``, ``pw-play`` of a 440 Hz
+tone linked to it by hand (PortConfig + ``pw-link``, what WirePlumber would
+do), and after a second, ``--seconds`` of PipeWire's own profiler
+(``bench/pw_profile.c``: the counters pw-top shows) for the xruns.  Also
+counted: the daemon's "XRun!" log lines and the plugin's xrun warnings.
+
+The simulator and the backend run SCHED_FIFO at ``--rt`` (as a dom0 backend
+on its own vCPU would not queue behind the guest); PipeWire's data thread at
+SCHED_FIFO 10 (module-rt, below them; as jackd in bench/jack.py).  Target:
+0 xruns in 60 s at quantum 256 and 64, at 0 and +-200 ppm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import queue_tap
+from harness import BENCH, REPO, Proc, System, repo_arg, wait_until
+
+RATE = 48000
+
+PW_CONF = """\
+context.properties = {{
+    core.daemon = true
+    core.name = pipewire-0
+    link.max-buffers = 16
+    default.clock.rate = {rate}
+    default.clock.allowed-rates = [ {rate} ]
+    default.clock.quantum = {quantum}
+    default.clock.min-quantum = {quantum}
+    default.clock.max-quantum = {quantum}
+    settings.check-quantum = true
+    settings.check-rate = true
+}}
+context.spa-libs = {{
+    audio.convert.* = audioconvert/libspa-audioconvert
+    api.alsa.*      = alsa/libspa-alsa
+    support.*       = support/libspa-support
+}}
+context.modules = [
+    {{ name = libpipewire-module-rt
+       args = {{ rt.prio = 10 nice.level = -11 }} flags = [ ifexists nofail ] }}
+    {{ name = libpipewire-module-protocol-native }}
+    {{ name = libpipewire-module-profiler }}
+    {{ name = libpipewire-module-metadata }}
+    {{ name = libpipewire-module-spa-node-factory }}
+    {{ name = libpipewire-module-client-node }}
+    {{ name = libpipewire-module-access args = {{ }} }}
+    {{ name = libpipewire-module-adapter }}
+    {{ name = libpipewire-module-link-factory }}
+]
+context.objects = [
+    {{ factory = metadata args = {{ metadata.name = default }} }}
+    {{ factory = spa-node-factory
+       args = {{ factory.name = support.node.driver node.name = Dummy-Driver
+                 node.group = pipewire.dummy priority.driver = 20000 }} }}
+    {{ factory = adapter
+       args = {{ factory.name = api.alsa.pcm.sink node.name = pvsink
+                 media.class = Audio/Sink api.alsa.path = "pvplug" {alsa_props}
+                 audio.rate = {rate} audio.channels = 2 audio.position = [ FL FR ]
+                 node.suspend-on-idle = true priority.driver = 30000
+                 adapter.auto-port-config = {{ mode = dsp monitor = false control = false
+                                               position = preserve }} }} }}
+    {{ factory = adapter
+       args = {{ factory.name = api.alsa.pcm.source node.name = pvsource
+                 media.class = Audio/Source api.alsa.path = "pvplug" {alsa_props}
+                 audio.rate = {rate} audio.channels = 2 audio.position = [ FL FR ]
+                 node.suspend-on-idle = true priority.driver = 29000
+                 adapter.auto-port-config = {{ mode = dsp monitor = false control = false
+                                               position = preserve }} }} }}
+]
+"""
+
+PORT_CONFIG = ('{{ "direction": "{direction}", "mode": "dsp", "format": {{ '
+               '"mediaType": "audio", "mediaSubtype": "raw", "format": "F32P", '
+               '"rate": {rate}, "channels": 2, "position": [ "FL", "FR" ] }} }}')
+
+PROFILE_RE = re.compile(r"pw_profile t=(?P<t>[\d.]+) driver=(?P<driver>\S+) id=\d+ "
+                        r"quantum=(?P<quantum>\d+) rate=\d+ cycles=(?P<cycles>\d+) "
+                        r"xruns=(?P<xruns>-?\d+) unfinished=(?P<unfinished>\d+) "
+                        r"max_period_us=(?P<max_period>\d+) max_busy_us=(?P<max_busy>\d+) "
+                        r"counted=(?P<counted>\d+)")
+XRUN_LOG_RE = re.compile(r"XRun!|xrun of")
+PLUGIN_XRUN_RE = re.compile(r"pvplug: .*(underrun|overrun)")
+
+
+def compile_profiler(work: Path) -> Path:
+    exe = work / "pw_profile"
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libpipewire-0.3"], check=True,
+                           capture_output=True, text=True, timeout=30).stdout.split()
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(BENCH / "pw_profile.c"), *flags],
+                   check=True, timeout=120)
+    return exe
+
+
+def write_tone(path: Path, seconds: float) -> None:
+    t = np.arange(int(RATE * seconds)) / RATE
+    x = np.round(0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(np.stack([x, x], 1).tobytes())
+
+
+class PipeWire:
+    """A private pipewire daemon in ``s.work`` with our sink and source."""
+
+    def __init__(self, s: System, alsa_env: dict[str, str], quantum: int,
+                 alsa_props: str = "") -> None:
+        root = s.work / f"pipewire-{quantum}"
+        (root / "home").mkdir(parents=True, exist_ok=True)
+        (root / "run").mkdir(mode=0o700, exist_ok=True)
+        conf = root / "pipewire.conf"
+        conf.write_text(PW_CONF.format(rate=RATE, quantum=quantum, alsa_props=alsa_props))
+        self.env = {**alsa_env, "HOME": str(root / "home"), "XDG_RUNTIME_DIR": str(root / "run"),
+                    "XDG_CONFIG_HOME": str(root / "home" / ".config"),
+                    "PIPEWIRE_RUNTIME_DIR": str(root / "run"), "PIPEWIRE_REMOTE": "pipewire-0",
+                    "DBUS_SESSION_BUS_ADDRESS": "disabled:", "PIPEWIRE_LOG_SYSTEMD": "false"}
+        self.proc = s.start(["pipewire", "-c", str(conf)], f"pipewire-{quantum}",
+                            env={**self.env, "PIPEWIRE_DEBUG": "3"}, rt=0)
+        self.log = self.proc.log
+        wait_until(lambda: not self.proc.alive or "pvsink:playback_FL" in self.ports("-i"), 20,
+                   "pipewire and its pvsink node")
+        if not self.proc.alive:
+            raise RuntimeError(f"pipewire exited:\n{self.proc.output()}")
+
+    def tool(self, *argv: str, check: bool = True) -> str:
+        return subprocess.run(list(argv), env={**os.environ, **self.env}, capture_output=True,
+                              text=True, timeout=10, check=check).stdout
+
+    def ports(self, which: str) -> set[str]:
+        """``pw-link -o`` or ``-i``; empty before the daemon listens."""
+        out = self.tool("pw-link", which, check=False)
+        return {ln.strip() for ln in out.splitlines() if ln.strip()}
+
+    def node_id(self, name: str) -> int | None:
+        node = None
+        for ln in self.tool("pw-cli", "ls", "Node").splitlines():
+            m = re.match(r"\s*id (\d+), type PipeWire:Interface:Node", ln)
+            if m:
+                node = int(m.group(1))
+            elif node is not None and re.match(rf'\s*node.name = "{re.escape(name)}"$', ln):
+                return node
+        return None
+
+    def connect(self, stream: Proc, name: str, playback: bool) -> None:
+        def have_node() -> bool:
+            if not stream.alive:
+                raise RuntimeError(f"{name} exited:\n{stream.output()}")
+            return self.node_id(name) is not None
+        wait_until(have_node, 15, f"the {name} node", interval=0.1)
+        self.tool("pw-cli", "set-param", str(self.node_id(name)), "PortConfig",
+                  PORT_CONFIG.format(direction="Output" if playback else "Input", rate=RATE))
+        chans = ("FL", "FR")
+        pairs = [(f"{name}:output_{c}", f"pvsink:playback_{c}") for c in chans] if playback \
+            else [(f"pvsource:capture_{c}", f"{name}:input_{c}") for c in chans]
+        mine = {p[0] if playback else p[1] for p in pairs}
+        wait_until(lambda: mine <= self.ports("-o" if playback else "-i"), 10,
+                   f"the ports of {name}", interval=0.05)
+        for out, inp in pairs:
+            self.tool("pw-link", out, inp)
+
+
+def run_one(args: argparse.Namespace, quantum: int, ppm: float, tone: Path,
+            profiler: Path) -> dict[str, Any]:
+    backend = ["--sink", "null", "--source", "sine:1000", "--clock-ppm", f"{ppm:g}",
+               *args.backend_arg]
+    with System(args.repo, backend_args=None, rt=args.rt, keep=args.keep) as s:
+        if args.keep:
+            print(f"  (keeping {s.work})")
+        tap_file = s.work / "queue.npy"
+        s.start_queue_tap(tap_file, backend)
+        pw = PipeWire(s, s.alsa_env(), quantum, args.alsa_props)
+        play = s.start(["pw-play", "--target", "0", "-P", "{ node.name = pvplay }", str(tone)],
+                       "pw-play", env=pw.env, rt=0)
+        pw.connect(play, "pvplay", playback=True)
+        if args.duplex:
+            rec = s.start(["pw-record", "--target", "0", "-P", "{ node.name = pvrec }",
+                           "--rate", str(RATE), "--channels", "2", "/dev/null"],
+                          "pw-record", env=pw.env, rt=0)
+            pw.connect(rec, "pvrec", playback=False)
+        time.sleep(1.0)  # links, the first cycles
+        start = len(pw.log.read_bytes())
+        t0 = time.monotonic_ns()
+        prof = s.start([str(profiler), f"{args.seconds:g}"], f"pw_profile-{quantum}", env=pw.env,
+                       rt=0)
+        prof.wait(args.seconds + 20)
+        t1 = time.monotonic_ns()
+        alive = pw.proc.alive and play.alive
+        log = pw.log.read_bytes()[start:].decode(errors="replace")
+        prof_out = prof.log.read_text(errors="replace")
+        geometry = [ln.split("()] ", 1)[-1] for ln in pw.log.read_text(errors="replace")
+                    .splitlines() if "spa_alsa_set_format" in ln]
+        for proc in reversed(s.procs[2:]):  # the clients and pipewire, then the backend
+            proc.stop()
+        assert s.backend is not None
+        s.backend.stop()  # SIGTERM: the tap writes its log as the backend exits
+        wait_until(tap_file.exists, 10, "the backend's queue log")
+        rows = queue_tap.playback(queue_tap.load(str(tap_file)), t0, t1)
+    grid = np.arange(t0, t1, 1_000_000)
+    q_ms = queue_tap.queue_frames(rows, grid, RATE * (1 + ppm * 1e-6)) / RATE * 1e3
+    q_ms = q_ms[~np.isnan(q_ms)]
+    backend = {"dry": int((rows.kind == queue_tap.DRY).sum()),
+               "queue_ms_min": float(q_ms.min()) if len(q_ms) else float("nan"),
+               "queue_ms_median": float(np.median(q_ms)) if len(q_ms) else float("nan"),
+               "writes": int((rows.kind == queue_tap.WRITE).sum()),
+               # frames the guest wrote in the window per frame of real time
+               "realtime": float((rows.written[-1] - rows.written[0]) * 1e9
+                                 / ((rows.t_ns[-1] - rows.t_ns[0]) * RATE)) if len(rows) > 1
+               else float("nan")}
+    drivers: dict[str, dict[str, Any]] = {}
+    for m in PROFILE_RE.finditer(prof_out):
+        drivers[m["driver"]] = {k: float(v) if k == "t" else int(v)
+                                for k, v in m.groupdict().items() if k != "driver"}
+    if "pw_profile end" not in prof_out or "no profiler" in prof_out:
+        raise RuntimeError(f"pw_profile failed:\n{prof_out[-2000:]}")
+    sink = drivers.get("pvsink", {})
+    return {"quantum": quantum, "ppm": ppm, "duplex": args.duplex, "alive": alive,
+            "seconds": sink.get("t", 0.0), "drivers": drivers,
+            "xruns": sum(d["xruns"] for n, d in drivers.items() if n.startswith("pv")),
+            "cycles": sink.get("cycles", 0),
+            "max_period_us": sink.get("max_period", 0), "max_busy_us": sink.get("max_busy", 0),
+            "log_xrun_lines": len(XRUN_LOG_RE.findall(log)),
+            "plugin_xrun_warnings": len(PLUGIN_XRUN_RE.findall(log)),
+            "geometry": geometry, "backend": backend}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quanta", default="256,64")
+    p.add_argument("--ppm", default="0,200,-200", help="backend clock skews (--clock-ppm)")
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--duplex", action="store_true", help="pw-record from the source meanwhile")
+    p.add_argument("--rt", type=int, default=20, help="SCHED_FIFO of sim and backend (0: off)")
+    p.add_argument("--repo", type=repo_arg, default=REPO)
+    p.add_argument("--json", type=Path)
+    p.add_argument("--alsa-props", default="", metavar="PROPS",
+                   help='extra properties of the ALSA nodes, e.g. "api.alsa.headroom = 1024"')
+    p.add_argument("--backend-arg", action="append", default=[], metavar="ARG",
+                   help="an extra pvplug backend argument (repeat), e.g. --backend-arg=--pos-frames=64")
+    p.add_argument("--keep", action="store_true", help="keep each run's logs and queue log")
+    args = p.parse_args()
+    for prog in ("pipewire", "pw-play", "pw-record", "pw-cli", "pw-link", "pkg-config", "gcc"):
+        if shutil.which(prog) is None:
+            sys.exit(f"not installed: {prog}")
+    work = Path(tempfile.mkdtemp(prefix="pvplug-pw-"))
+    profiler = compile_profiler(work)
+    tone = work / "tone.wav"
+    write_tone(tone, args.seconds + 15)
+    print(f"PipeWire {subprocess.run(['pipewire', '--version'], capture_output=True, text=True).stdout.split()[-1]}"
+          f" on pvplug ({args.repo}), {args.seconds:g} s each, sim/backend "
+          f"{'SCHED_FIFO ' + str(args.rt) if args.rt else 'normal priority'}"
+          f"{', duplex' if args.duplex else ''}; target 0 xruns")
+    results = []
+    try:
+        for quantum in [int(x) for x in args.quanta.split(",")]:
+            for ppm in [float(x) for x in args.ppm.split(",")]:
+                r = run_one(args, quantum, ppm, tone, profiler)
+                results.append(r)
+                others = "".join(f", {n} {d['xruns']}" for n, d in r["drivers"].items()
+                                 if n != "pvsink")
+                print(f"  quantum {quantum:4d} ({quantum / 48:.2f} ms) {ppm:+5g} ppm: "
+                      f"{r['xruns']:3d} xruns (pvsink {r['drivers'].get('pvsink', {}).get('xruns', '?')}"
+                      f"{others}; {r['log_xrun_lines']} log lines, "
+                      f"{r['plugin_xrun_warnings']} plugin warnings) in {r['seconds']:.0f} s, "
+                      f"{r['cycles']} cycles (of {r['seconds'] * RATE / quantum:.0f} in real "
+                      f"time), longest cycle gap {r['max_period_us'] / 1000:.2f} ms; "
+                      f"backend: {r['backend']['dry']} underruns, fed at "
+                      f"{r['backend']['realtime']:.3f} x real time, queue min "
+                      f"{r['backend']['queue_ms_min']:.1f} ms median "
+                      f"{r['backend']['queue_ms_median']:.1f} ms"
+                      f"{'' if r['alive'] else '  pipewire or pw-play DIED'}   target 0",
+                      flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if results:
+        print("  ALSA geometry: " + "; ".join(results[-1]["geometry"]))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
