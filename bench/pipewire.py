@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 import queue_tap
 from harness import BENCH, REPO, Proc, System, repo_arg, wait_until
 
@@ -260,7 +259,8 @@ def main() -> int:
     p.add_argument("--alsa-props", default="", metavar="PROPS",
                    help='extra properties of the ALSA nodes, e.g. "api.alsa.headroom = 1024"')
     p.add_argument("--backend-arg", action="append", default=[], metavar="ARG",
-                   help="an extra pvplug backend argument (repeat), e.g. --backend-arg=--pos-frames=64")
+                   help="an extra pvplug backend argument (repeat), "
+                        "e.g. --backend-arg=--pos-frames=64")
     p.add_argument("--keep", action="store_true", help="keep each run's logs and queue log")
     args = p.parse_args()
     for prog in ("pipewire", "pw-play", "pw-record", "pw-cli", "pw-link", "pkg-config", "gcc"):
@@ -270,7 +270,9 @@ def main() -> int:
     profiler = compile_profiler(work)
     tone = work / "tone.wav"
     write_tone(tone, args.seconds + 15)
-    print(f"PipeWire {subprocess.run(['pipewire', '--version'], capture_output=True, text=True).stdout.split()[-1]}"
+    version = subprocess.run(["pipewire", "--version"], capture_output=True,
+                             text=True).stdout.split()[-1]
+    print(f"PipeWire {version}"
           f" on pvplug ({args.repo}), {args.seconds:g} s each, sim/backend "
           f"{'SCHED_FIFO ' + str(args.rt) if args.rt else 'normal priority'}"
           f"{', duplex' if args.duplex else ''}; target 0 xruns")
@@ -283,7 +285,8 @@ def main() -> int:
                 others = "".join(f", {n} {d['xruns']}" for n, d in r["drivers"].items()
                                  if n != "pvsink")
                 print(f"  quantum {quantum:4d} ({quantum / 48:.2f} ms) {ppm:+5g} ppm: "
-                      f"{r['xruns']:3d} xruns (pvsink {r['drivers'].get('pvsink', {}).get('xruns', '?')}"
+                      f"{r['xruns']:3d} xruns "
+                      f"(pvsink {r['drivers'].get('pvsink', {}).get('xruns', '?')}"
                       f"{others}; {r['log_xrun_lines']} log lines, "
                       f"{r['plugin_xrun_warnings']} plugin warnings) in {r['seconds']:.0f} s, "
                       f"{r['cycles']} cycles (of {r['seconds'] * RATE / quantum:.0f} in real "

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 import queue_tap
 from harness import BENCH, REPO, System, repo_arg, wait_until
 

@@ -97,7 +97,7 @@ def main() -> int:
 
 # -- reading the log (for the bench/*.py commands) ------------------------------
 
-def load(path: str) -> "object":
+def load(path: str) -> object:
     """The log as a structured array with the ``COLUMNS`` as fields."""
     import numpy as np
 
@@ -105,7 +105,7 @@ def load(path: str) -> "object":
     return np.rec.fromarrays(raw.T, names=",".join(COLUMNS))
 
 
-def playback(log: "object", t0_ns: int = 0, t1_ns: int = 2**62) -> "object":
+def playback(log: object, t0_ns: int = 0, t1_ns: int = 2**62) -> object:
     """The WRITE/EVENT/DRY rows of the playback stream's longest OPEN within
     [t0_ns, t1_ns]."""
     import numpy as np
@@ -118,7 +118,7 @@ def playback(log: "object", t0_ns: int = 0, t1_ns: int = 2**62) -> "object":
     return rows[rows.seg == segs[np.argmax(counts)]]
 
 
-def queue_frames(rows: "object", t_ns: "object", rate: float) -> "object":
+def queue_frames(rows: object, t_ns: object, rate: float) -> object:
     """The real playback queue (written - played) at the instants ``t_ns``,
     from the last row before each: the DAC goes on at ``rate`` until the data
     ends.  NaN before the first row."""

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 import queue_tap
 from harness import REPO, System, repo_arg, wait_until
 
@@ -149,7 +148,8 @@ def main() -> int:
     print(f"Round trip on pvplug ({args.repo}), backend --sink loop --source loop, "
           f"{args.seconds:g} s each (a burst a second), sim/backend "
           f"{'SCHED_FIFO ' + str(args.rt) if args.rt else 'normal priority'}, client "
-          f"{'SCHED_FIFO ' + str(args.client_rt) if args.client_rt else 'normal priority'}; target: "
+          f"{'SCHED_FIFO ' + str(args.client_rt) if args.client_rt else 'normal priority'}; "
+          "target: "
           f"measured = playback + capture + backend queue within 1 ms")
     results = []
     for cfg in args.configs.split(","):

@@ -21,10 +21,8 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
 import queue_tap
 from harness import BENCH, REPO, System, repo_arg, wait_until
 

@@ -25,14 +25,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from audio import write_wav
+from conftest import Proc, PvEnv, wait_until
+from test_clients_pa_jack import (
+    RATE,
+    _need,
+    _samples,
+    _test_signal,
+    best_alignment,
+    dominant_frequency,
+)
 
 from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.protocol.sndif import PcmFormat
-
-from audio import write_wav
-from conftest import Proc, PvEnv, wait_until
-from test_clients_pa_jack import RATE, _need, _samples, _test_signal, best_alignment, \
-    dominant_frequency
 
 PW_PROGRAMS = ("pipewire", "pw-play", "pw-record", "pw-cli", "pw-link", "pw-dump")
 

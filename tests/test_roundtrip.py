@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import PvEnv
 
 SOURCE = Path(__file__).resolve().parent / "c" / "roundtrip.c"
