@@ -4,7 +4,7 @@
                                          [--interval-ms 20] [--rt 20] [--repo DIR] [--json F]
 
 For each backend clock skew (``pvplug backend --clock-ppm``): a private
-pulseaudio (as in tests/test_clients_pa_jack.py: ``module-alsa-sink
+pulseaudio (as in tests/plugin/test_clients_pa_jack.py: ``module-alsa-sink
 device=pvplug``, its own socket and dirs, log at info level) and ``paplay``
 of a 440 Hz tone to it.  After the first second, for ``--seconds``:
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/roundtrip.py [--configs 256:1024,480:1920,1024:4096]
                                         [--seconds 20] [--rt 20] [--repo DIR] [--json F]
 
-For each PERIOD:BUFFER: ``tests/c/roundtrip.c`` plays and captures
+For each PERIOD:BUFFER: ``tests/plugin/c/roundtrip.c`` plays and captures
 ``pcm.pvplug`` in one process (the playback buffer kept full, the capture
 read a period at a time) with the backend as a loopback cable (``--sink
 loop --source loop``, run through ``bench/queue_tap.py``).  The signal has a
@@ -42,8 +42,8 @@ import queue_tap
 from harness import REPO, System, repo_arg, wait_until
 
 RATE = 48000
-LEAD, BURST, EVERY = RATE * 3 // 10, RATE // 5, RATE  # as in tests/c/roundtrip.c
-SOURCE = Path(__file__).resolve().parent.parent / "tests" / "c" / "roundtrip.c"
+LEAD, BURST, EVERY = RATE * 3 // 10, RATE // 5, RATE  # as in tests/plugin/c/roundtrip.c
+SOURCE = Path(__file__).resolve().parent.parent / "tests" / "plugin" / "c" / "roundtrip.c"
 
 
 def align(got: np.ndarray, ref: np.ndarray) -> tuple[int, float]:

@@ -4,7 +4,7 @@
  * simulated grant table needs, and the simulated event channels' bits.
  * Python fills and copies whole 64-byte slots; every load/store of a ring
  * index or an event bit and every barrier happens here, because Python
- * cannot order memory accesses (sndif-protocol.md section 5).
+ * cannot order memory accesses (docs/protocol.md section 5.5).
  */
 #ifndef PVPLUG_NATIVE_H
 #define PVPLUG_NATIVE_H

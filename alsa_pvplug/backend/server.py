@@ -91,7 +91,7 @@ class BackendOptions:
     clock_ppm: float = 0.0  # the paced clock runs this many ppm off CLOCK_MONOTONIC
 
 
-#: What ``--compat sndbe`` changes (sndif-protocol notes, section 7.2/11):
+#: What ``--compat sndbe`` changes (docs/protocol.md section 7.2):
 #: READ fills the buffer while it is handled; positions count from OPEN, not
 #: from START; CUR_POS comes from a timer of whole milliseconds (late, drifting
 #: against period boundaries) and its report at the end of the data runs past
@@ -366,7 +366,7 @@ class BackendStream:
                     req.pcm_channels, req.pcm_rate, req.buffer_sz, req.period_sz)
 
     def _map_buffer(self, first_dir: int, buffer_sz: int) -> tuple[SharedPages, list[SharedPages]]:
-        """Walk the page directory (sndif-protocol.md 4.6) and map the buffer."""
+        """Walk the page directory (docs/protocol.md section 4.7) and map the buffer."""
         n_pages = sndif.buffer_page_count(buffer_sz)
         n_dirs = sndif.dir_page_count(n_pages)
         mapper, fe = self.dev.backend.mapper, self.dev.fe_domid

@@ -1,7 +1,7 @@
 """The ALSA numbers the glue needs (alsa/pcm.h, alsa/pcm_ioplug.h, poll.h).
 
 Kept as plain ints so that the callbacks can be driven without alsa-lib
-(``glue.harness``); ``tests/test_plugin_options.py`` checks them against pyalsaaudio and
+(``glue.harness``); ``tests/plugin/test_plugin_options.py`` checks them against pyalsaaudio and
 the C headers.
 """
 

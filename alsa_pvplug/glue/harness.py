@@ -2,7 +2,7 @@
 
 ``IoplugHarness`` keeps ioplug's books (``appl_ptr`` and ``hw_ptr`` modulo the
 boundary, the PCM state) and calls the plugin's callbacks in the order and
-with the arguments alsa-lib 1.2.8 uses (see ``docs/alsa-ioplug.md`` 1.3-1.10):
+with the arguments alsa-lib 1.2.8 uses (see ``docs/design.md`` section 10):
 ``snd_pcm_hw_params`` is hw_params, the default sw_params, then prepare;
 ``writei``/``readi`` follow ``snd_pcm_write_areas``/``read_areas`` (hwsync,
 avail_update, wait on the poll descriptors, transfer, auto-start); MMAP access

@@ -8,7 +8,7 @@ Rule 2: every bad value raises ``ConfigError`` whose message, ``key`` and
 ``value`` name the offending key by its full relative path ("0/1/type").
 Rule 3: inheritance card -> pcm -> stream only narrows.  A lower level that
 lists something its parent excluded is a configuration error, not silently
-clipped (sndif-protocol.md section 2).  Defaults (Linux
+clipped (docs/protocol.md section 2.3).  Defaults (Linux
 ``sound/xen/xen_snd_front_cfg.c``) apply only where no level sets a key, so a
 stream may set ``channels-max=6`` when nothing above it mentions channels.
 

@@ -14,7 +14,7 @@ Rule 2: indices are free-running uint32; every difference is taken mod
 
 Layouts: ``xen/io/ring.h`` ``DEFINE_RING_TYPES(xen_sndif, ...)`` on one
 4096-byte page, and ``struct xensnd_event_page`` from ``xen/io/sndif.h``
-(sndif-protocol.md sections 4.3 and 5).
+(docs/protocol.md section 5).
 """
 
 from __future__ import annotations

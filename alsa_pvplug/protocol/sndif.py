@@ -11,8 +11,8 @@ of the wrong length.  Encoders check every field against its C width and
 raise :class:`~alsa_pvplug.errors.LocalProtocolError`.
 
 Layouts are those of ``/usr/include/xen/io/sndif.h`` (Xen 4.17), verified
-against the compiled header by ``tests/test_sndif.py``; see
-``docs/sndif-protocol.md`` sections 2 and 4.
+against the compiled header by ``tests/unit/test_sndif.py``; see
+``docs/protocol.md`` sections 2 and 4.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ DEVICE_NAME_MAX_LEN = 80
 
 # --- PCM formats --------------------------------------------------------------
 
-# libxl writes its own enum spellings for floats (sndif-protocol.md section 2).
+# libxl writes its own enum spellings for floats (docs/protocol.md section 2.4).
 _LIBXL_ALIASES = {
     "f32_le": PcmFormat.FLOAT_LE,
     "f32_be": PcmFormat.FLOAT_BE,
@@ -260,7 +260,7 @@ def frame_bytes(fmt: int, channels: int) -> int:
 
 # --- Wire structures ---------------------------------------------------------
 
-# sndif-protocol.md section 4.5: formats checked against the C structs.
+# docs/protocol.md section 4.8: formats checked against the C structs.
 _HDR = struct.Struct("<HB5x")              # xensnd_req: id, operation, reserved[5]
 _OPEN = struct.Struct("<IBBHIII")          # xensnd_open_req @8 (20 octets)
 _RW = struct.Struct("<II")                 # xensnd_rw_req @8
@@ -557,7 +557,7 @@ def decode_event(slot: bytes) -> CurPosEvt | None:
     return CurPosEvt(eid, position)
 
 
-# --- Page directory (sndif-protocol.md section 4.6) ---------------------------
+# --- Page directory (docs/protocol.md section 4.7) ----------------------------
 
 PAGE_SIZE = 4096
 _GREF = 4                                    # sizeof(grant_ref_t)

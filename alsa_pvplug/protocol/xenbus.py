@@ -4,7 +4,7 @@ Rule 1: pure.  The functions map (own state, peer state) to the action the
 caller must take; they never read or write xenstore.
 Rule 2: call the ``*_on_*`` function when the **peer's** state node changes
 (re-read it on every watch event and compare with the last value you acted
-on: watches fire once when set and may fire spuriously, docs/misc/xenstore.txt)
+on: watches fire once when set and may fire spuriously, Xen's docs/misc/xenstore.txt)
 -- not after writing your own state.  That is how both real peers work
 (Linux ``otherend_changed``, libxenbe ``backendStateChanged``/
 ``frontendStateChanged`` drop unchanged values), and the tables rely on it:
@@ -16,7 +16,7 @@ Rule 3: an own state this side never holds is a local bug and raises
 ``LocalProtocolError``; a garbage state string from the peer raises
 ``RemoteProtocolError`` (``parse_state``).
 
-Sources: sndif-protocol.md sections 3 and 11; Linux ``sound/xen/
+Sources: docs/protocol.md sections 3 and 7.3; Linux ``sound/xen/
 xen_snd_front.c`` ``sndback_changed``; xen-troops libxenbe
 ``FrontendHandlerBase.cpp``.
 """
@@ -132,7 +132,7 @@ _FRONTEND: dict[XenbusState, dict[XenbusState, FrontendAction]] = {
         _S.INIT_WAIT: _FA.PUBLISH,
         _S.INITIALISED: _FA.WAIT,    # not a backend state in sndif; Linux ignores
         _S.CONNECTED: _FA.WAIT,      # stale: libxenbe sees our 1 and cycles 5->6->2
-        _S.CLOSING: _FA.WAIT,        # snd_be writes 5/6 before InitWait (section 11)
+        _S.CLOSING: _FA.WAIT,        # snd_be writes 5/6 before InitWait (docs/protocol.md 3.8)
         _S.CLOSED: _FA.WAIT,
         _S.RECONFIGURING: _FA.WAIT,
         _S.RECONFIGURED: _FA.WAIT,
@@ -267,7 +267,7 @@ _BACKEND: dict[XenbusState, dict[XenbusState, BackendAction]] = {
     # Not CONNECT on a Connected frontend (libxenbe does): while we are not
     # connected, that frontend talks to the rings of a backend that died and
     # republishes once it sees our InitWait.  Mapping those rings raced its
-    # unsharing (seen in tests/test_e2e_sim.py's backend restart).
+    # unsharing (seen in tests/sim/test_e2e_sim.py's backend restart).
     _S.INITIALISING: _NONE_ROW | {
         _S.INITIALISING: _BA.INIT_WAIT,
         _S.INITIALISED: _BA.CONNECT,

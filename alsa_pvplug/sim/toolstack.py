@@ -2,7 +2,7 @@
 way ``xl create`` does from a ``vsnd = [...]`` domain config.
 
 Node layout and permissions follow libxl (``libxl_device.c``,
-``libxl_vsnd.c``; sndif-protocol.md section 2): the frontend directory is
+``libxl_vsnd.c``; docs/protocol.md section 2.2): the frontend directory is
 owned by the guest with read access for the backend, the backend directory
 is owned by the backend domain with read access for the guest, both
 ``state`` nodes start at 1 (Initialising).

@@ -11,7 +11,7 @@ with an xs_wire.h errno name; a client that breaks the framing (payload over
 Nothing a client sends raises out of a selector callback, and no callback
 blocks.
 
-Rule 3: semantics follow docs/misc/xenstore.txt and the C xenstored:
+Rule 3: semantics follow Xen's docs/misc/xenstore.txt and the C xenstored:
 permissions (dom0 privileged, owner, then ACL entries, first entry = owner +
 default), watches (fire once when set, for changes at or below the watched
 path, relative in -> relative out), transactions that work on their own copy

@@ -1,7 +1,7 @@
 """Ring index access on real shared memory, through the compiled helper.
 
 The protocol layer's rings take an ``IndexOps``; this is the one that does
-the loads, stores and barriers in C (sndif-protocol.md section 5: Python
+the loads, stores and barriers in C (docs/protocol.md section 5.5: Python
 cannot order memory accesses).  Slot copies stay in Python.
 
 Rule: only the transports whose pages another process (or domain) maps

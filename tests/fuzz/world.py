@@ -7,7 +7,7 @@
   xenstore handle (libxenstore starts a reader thread, and a forked child must
   not inherit one), so everything that talks to the simulator runs in a child.
 - :func:`run_client`: a client process under a timeout with its output capped
-  (the ``_read_capped`` of ``tests/conftest.py``), classified by how it ended.
+  (``run_capped`` of ``alsa_pvplug/sim/procs.py``), classified by how it ended.
 - ``/proc`` readers: VmRSS and CPU seconds of a process.
 """
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,18 +31,10 @@ from alsa_pvplug.sim.memory import MemoryHypervisor
 from alsa_pvplug.sim.toolstack import create_domain, create_vsnd
 from alsa_pvplug.transport.memory import MemoryTransport
 
-HERE = Path(__file__).resolve().parent
 BE_STATE = "/local/domain/0/backend/vsnd/1/0/state"
 FE_STATE = "/local/domain/1/device/vsnd/0/state"
 #: How long any wait in these tests may take before it fails the test.
 DEADLINE = 3.0
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Hooks of a conftest see every item of the session: mark only ours.
-    for item in items:
-        if HERE in Path(str(item.path)).parents:
-            item.add_marker(pytest.mark.unit)
 
 
 def wait_until(cond: Callable[[], object], what: str, timeout: float = DEADLINE,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "xenharness" / "run.py"
 COLD_TIMEOUT = 600   # the bound for a cold cache (downloads, debootstrap)
 WARM_TIMEOUT = 300  # a bound, not the expectation: a warm run takes about 2-2.5 min

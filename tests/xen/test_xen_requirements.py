@@ -3,7 +3,7 @@
 On this machine (no Xen) the real checks run against the real /dev and
 /sys; permissions are checked by a real unprivileged process; a kernel
 driver bound to the device is read from a sysfs-shaped tree (the real one
-runs on real Xen in tests/test_real_xen.py).
+runs on real Xen in tests/xen/test_real_xen.py).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Sim
 
 from alsa_pvplug.errors import DeviceBusy, XenError
 from alsa_pvplug.frontend import Card
 from alsa_pvplug.protocol.xenbus import XenbusState, parse_state
 from alsa_pvplug.transport import open_transport, xen
 from alsa_pvplug.transport.sim import SimTransport
+from tests.support.env import REPO, Sim
 
 no_xen = pytest.mark.skipif(os.path.exists(xen.EVTCHN_DEVICE), reason="this is a Xen domain")
 

@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from audio import make_signal
-from conftest import Proc, wait_until
 
 from alsa_pvplug.errors import RemoteProtocolError
 from alsa_pvplug.frontend import Card
@@ -29,8 +27,10 @@ from alsa_pvplug.protocol.sndif import (
     UnknownReq,
 )
 from alsa_pvplug.transport import open_transport
+from tests.support.audio import make_signal
+from tests.support.env import Proc, wait_until
 
-HERE = Path(__file__).resolve().parent
+HOSTILE_BACKEND = Path(__file__).resolve().parents[1] / "support" / "hostile_backend.py"
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def card(sim):
     ("rsp-overflow", "only 1 requests outstanding"),
 ])
 def test_hostile_backend_responses(sim, card, tmp_path, mode, match):
-    be = Proc([sys.executable, str(HERE / "hostile_backend.py"), str(sim.dir), mode],
+    be = Proc([sys.executable, str(HOSTILE_BACKEND), str(sim.dir), mode],
               tmp_path / "hostile.log")
     try:
         c = card()
@@ -74,7 +74,7 @@ def test_hostile_backend_responses(sim, card, tmp_path, mode, match):
 
 
 def test_hostile_backend_absurd_position(sim, card, tmp_path):
-    be = Proc([sys.executable, str(HERE / "hostile_backend.py"), str(sim.dir), "absurd-pos"],
+    be = Proc([sys.executable, str(HOSTILE_BACKEND), str(sim.dir), "absurd-pos"],
               tmp_path / "hostile.log")
     try:
         c = card()
@@ -220,7 +220,7 @@ def test_guest_garbage_ring_key_closes_only_its_device(tmp_path, key, value):
     int() raises) killed the backend for every guest.  Now only that guest's
     device closes, with the reason in the xenbus error node; the other guest
     plays on, and the hostile one connects once it behaves."""
-    from conftest import Sim
+    from tests.support.env import Sim
 
     sim = Sim(tmp_path, ["--guest", "1", "--guest", "2"])
     out = tmp_path / "out"
@@ -253,7 +253,7 @@ def test_guest_garbage_ring_key_closes_only_its_device(tmp_path, key, value):
         honest.close()
         hostile.close()
         be.stop()
-        sim.proc.stop()
+        sim.stop()
 
 
 @pytest.mark.parametrize("garbage", ["abc", "", "\u00b2", "99", "4 4"])
@@ -362,7 +362,7 @@ def test_notify_flood_does_not_disturb_another_guest(tmp_path):
     """A guest notifying its ports without pause: the backend's wakes for it
     are bounded (the port stays masked over --max-request-rate) and another
     guest plays bit-exact meanwhile."""
-    from conftest import Sim
+    from tests.support.env import Sim
 
     sim = Sim(tmp_path, ["--guest", "1", "--guest", "2"])
     out = tmp_path / "out"
@@ -385,4 +385,4 @@ def test_notify_flood_does_not_disturb_another_guest(tmp_path):
             flood.stop()
         honest.close()
         be.stop()
-        sim.proc.stop()
+        sim.stop()

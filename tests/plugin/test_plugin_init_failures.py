@@ -24,13 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from audio import make_signal, write_wav
-from conftest import OUTPUT_CAP, SYSTEM_ALSA_CONF, PvEnv, _die_with_parent, wait_until
 
 from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.glue.build import build_plugin
 from alsa_pvplug.glue.install import render_conf
 from alsa_pvplug.protocol.sndif import PcmFormat
+from tests.support.audio import make_signal, write_wav
+from tests.support.env import (
+    CLIENT_OUTPUT_CAP,
+    SYSTEM_ALSA_CONF,
+    PvEnv,
+    child_setup,
+    wait_until,
+)
 
 OPEN_DEADLINE = 1.0   # seconds from exec to exit
 CPU_LIMIT = 0.6       # user + sys seconds: Python's start-up, no loop
@@ -53,7 +59,7 @@ def run_measured(argv: Sequence[str], env: dict[str, str], cwd: Path,
     output (capped), wall time and the CPU time of the child itself."""
     t0 = time.monotonic()
     p = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         stdin=subprocess.DEVNULL, cwd=cwd, preexec_fn=_die_with_parent,
+                         stdin=subprocess.DEVNULL, cwd=cwd, preexec_fn=child_setup,
                          env={**os.environ, **env})
     assert p.stdout is not None
     out = bytearray()
@@ -64,7 +70,7 @@ def run_measured(argv: Sequence[str], env: dict[str, str], cwd: Path,
     try:
         while True:
             left = t0 + timeout - time.monotonic()
-            if left <= 0 or len(out) > OUTPUT_CAP:
+            if left <= 0 or len(out) > CLIENT_OUTPUT_CAP:
                 p.kill()
                 break
             if not sel.select(min(left, 0.5)):
@@ -196,7 +202,7 @@ def test_busy_card_then_free_after_sigkill(pvenv: PvEnv, short_wav: Path) -> Non
         ["aplay", "-q", "-D", "pvplug", "-t", "raw", "-f", "S16_LE", "-c", "2", "-r", "48000",
          "-d", "20", "/dev/zero"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        cwd=pvenv.root, preexec_fn=_die_with_parent, env={**os.environ, **pvenv.env})
+        cwd=pvenv.root, preexec_fn=child_setup, env={**os.environ, **pvenv.env})
     try:
         # The holder has the card once its pid is in the lock file; wait until
         # it plays (the backend opened a WAV), so that its start-up is over.

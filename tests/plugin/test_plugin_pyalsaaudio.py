@@ -19,14 +19,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import conftest
 import numpy as np
 import pytest
-from audio import make_signal, write_wav
-from conftest import PvEnv, Sim
 
 from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.protocol.sndif import PcmFormat
+from tests.support.audio import make_signal, write_wav
+from tests.support.env import PvEnv
 
 pytest.importorskip("alsaaudio")
 
@@ -153,8 +152,7 @@ def s16_env(tmp_path: Path, plugin_lib: Path, monkeypatch: pytest.MonkeyPatch
             ) -> Iterator[PvEnv]:
     vsnd = tmp_path / "vsnd.cfg"
     vsnd.write_text(f"vsnd = {S16_ONLY_CARD!r}\n")
-    monkeypatch.setattr(conftest, "Sim", lambda root: Sim(root, ["--vsnd-config", str(vsnd)]))
-    env = PvEnv(tmp_path, plugin_lib)
+    env = PvEnv(tmp_path, plugin_lib, sim_args=["--vsnd-config", str(vsnd)])
     try:
         yield env
     finally:

@@ -1,6 +1,6 @@
 """A scripted hostile backend: the reference backend with one misbehaviour.
 
-    python tests/hostile_backend.py SIM_DIR MODE
+    python tests/support/hostile_backend.py SIM_DIR MODE
 
 MODE: wrong-id | wrong-op | rsp-overflow | absurd-pos | fail-write (the third
 WRITE and later answer -EIO) | slow-write (WRITE answers come 0.2 s late)

@@ -8,7 +8,7 @@
  * INFILE holds raw S16_LE stereo 48 kHz frames (what the test generates);
  * CMD is one of rewind, drain, pause, xrun, mmap, status.  Each command
  * plays a known part of INFILE and prints what it measured as "key=value"
- * lines on stdout; tests/test_plugin_alsalib.py compares the backend's WAV
+ * lines on stdout; tests/plugin/test_plugin_alsalib.py compares the backend's WAV
  * with what must have been played and checks the values.  A failed alsa-lib
  * call prints "FAIL: ..." on stderr and exits 1.
  */

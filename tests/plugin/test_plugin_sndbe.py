@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from audio import make_signal, write_wav
-from conftest import PvEnv
-from test_plugin_alsalib import assert_exact, behaviour_bin, run_cmd  # noqa: F401
 
 from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.protocol.sndif import PcmFormat
+from tests.plugin.test_plugin_alsalib import assert_exact, behaviour_bin, run_cmd  # noqa: F401
+from tests.support.audio import make_signal, write_wav
+from tests.support.env import PvEnv
 
 RATE = 48000
 

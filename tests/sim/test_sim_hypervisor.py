@@ -33,7 +33,7 @@ from alsa_pvplug.transport.sim import (
     hypervisor_socket,
 )
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEADLINE = 10.0
 BACKEND, FRONTEND, OTHER = 0, 1, 2
 

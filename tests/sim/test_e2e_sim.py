@@ -10,14 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-from audio import make_signal, write_wav
-from conftest import PY, Proc, Sim, wait_until
 
 from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.errors import BackendGone, BackendTimeout
 from alsa_pvplug.frontend import Card
 from alsa_pvplug.protocol.sndif import PcmFormat
 from alsa_pvplug.transport import open_transport
+from tests.support.audio import make_signal, write_wav
+from tests.support.env import PY, Proc, Sim, wait_until
 
 
 def latest_wav(out: Path, n_before: int = 0) -> Path:
@@ -35,7 +35,7 @@ def unpaced(tmp_path_factory):
         yield sim, root / "out"
     finally:
         be.stop()
-        sim.proc.stop()
+        sim.stop()
 
 
 @pytest.fixture
@@ -317,4 +317,4 @@ def test_one_backend_serves_two_guests(tmp_path):
             c.close()
             t.close()
         be.stop()
-        sim.proc.stop()
+        sim.stop()

@@ -12,16 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from audio import make_signal, write_wav
-from conftest import Proc, Sim
 
 from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.errors import BackendError, LocalProtocolError, PvSndError, Xrun
 from alsa_pvplug.glue import alsa
 from alsa_pvplug.glue.harness import LONG_MAX, IoplugHarness, State, default_boundary
 from alsa_pvplug.protocol.sndif import PcmFormat
+from tests.support.audio import make_signal, write_wav
+from tests.support.env import Proc, Sim
 
 FMT, CH, RATE = PcmFormat.S16_LE, 2, 48000
+HOSTILE_BACKEND = Path(__file__).resolve().parents[1] / "support" / "hostile_backend.py"
 FB = 4  # bytes per frame
 SOURCE_FRAMES = 36000  # 0.75 s captured from --source
 SOURCE = make_signal(FMT, CH, SOURCE_FRAMES, seed=99)
@@ -76,7 +77,7 @@ class Rig:
             self.close_all()
         finally:
             self.backend.stop()
-            self.sim.proc.stop()
+            self.sim.stop()
 
 
 @pytest.fixture(scope="module")
@@ -515,8 +516,7 @@ def test_boundary_wrap(rig: Rig, capture: bool) -> None:
 
 def _hostile_rig(tmp_path: Path, mode: str) -> tuple[Sim, Proc]:
     sim = Sim(tmp_path)
-    be = Proc([sys.executable, str(Path(__file__).parent / "hostile_backend.py"),
-               str(sim.dir), mode], tmp_path / "hostile.log")
+    be = Proc([sys.executable, str(HOSTILE_BACKEND), str(sim.dir), mode], tmp_path / "hostile.log")
     return sim, be
 
 
@@ -546,7 +546,7 @@ def test_write_failure_surfaces_on_the_next_callback(tmp_path: Path) -> None:
         h.close()
     finally:
         be.stop()
-        sim.proc.stop()
+        sim.stop()
 
 
 def test_drain_waits_for_outstanding_writes(tmp_path: Path) -> None:
@@ -567,7 +567,7 @@ def test_drain_waits_for_outstanding_writes(tmp_path: Path) -> None:
         h.close()
     finally:
         be.stop()
-        sim.proc.stop()
+        sim.stop()
 
 
 def test_rewind_after_a_coalesced_write_plays_the_new_frames(rig: Rig) -> None:

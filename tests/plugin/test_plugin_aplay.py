@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from audio import make_signal, write_wav
-from conftest import Proc, PvEnv
 
 from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.protocol.sndif import PcmFormat, frame_bytes
+from tests.support.audio import make_signal, write_wav
+from tests.support.env import Proc, PvEnv
 
 FORMATS = [PcmFormat.S16_LE, PcmFormat.S32_LE, PcmFormat.FLOAT_LE]
 MATRIX = list(itertools.product(FORMATS, (1, 2, 6), (44100, 48000)))
@@ -138,7 +138,7 @@ def test_aplay_lists_the_hint(shared: PvEnv) -> None:
 
 
 def test_second_process_gets_ebusy_until_the_first_exits(shared: PvEnv) -> None:
-    from conftest import Proc, wait_until
+    from tests.support.env import Proc, wait_until
 
     src = shared.root / "long.wav"
     write_wav(str(src), PcmFormat.S16_LE, 2, 48000, bytes(4 * 48000 * 3))
@@ -159,7 +159,7 @@ def test_second_process_gets_ebusy_until_the_first_exits(shared: PvEnv) -> None:
 def test_asoundrc_example_plays(shared: PvEnv, plugin_lib: Path) -> None:
     """Every option the example shows is one the plugin accepts: the example,
     pointed at this simulator, plays bit-exact."""
-    from conftest import REPO, SYSTEM_ALSA_CONF
+    from tests.support.env import REPO, SYSTEM_ALSA_CONF
 
     text = (REPO / "asoundrc.example").read_text()
     text = re.sub(r'lib "[^"]*"', f'lib "{plugin_lib}"', text)
@@ -187,7 +187,7 @@ def _long_wav(env: PvEnv, seconds: float = 5) -> Path:
 
 
 def _playing(env: PvEnv, src: Path) -> Proc:
-    from conftest import Proc, wait_until
+    from tests.support.env import Proc, wait_until
 
     p = Proc(["aplay", "-D", "pvplug", str(src)], env.root / "victim.log", env=env.env)
     wait_until(lambda: len(env.played()) > 0 and env.played()[-1].stat().st_size > 48000 * 4 // 4
@@ -253,7 +253,7 @@ def test_pvplug_install_then_aplay(shared: PvEnv, tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from conftest import SYSTEM_ALSA_CONF
+    from tests.support.env import SYSTEM_ALSA_CONF
 
     pvplug = [sys.executable, "-m", "alsa_pvplug.cli"]
     r = subprocess.run([*pvplug, "install", "--plugin-dir", str(tmp_path / "lib"),

@@ -8,7 +8,7 @@ included: its ``bat_init`` returns a stale ``-errno`` (ENOENT, left by
 gettext not finding ``alsa-utils.mo`` under LANG=C.UTF-8), so it exits
 "Return value is -2" before opening a PCM; under LC_ALL=C it plays and
 captures but then fails to open its own capture file (-2 again).  So
-``tests/c/roundtrip.c`` does the same: a signal with a burst every second
+``tests/plugin/c/roundtrip.c`` does the same: a signal with a burst every second
 (a chirp on the left, a different noise on the right) is played while the
 capture runs, and each burst must come back (normalized correlation >= 0.99
 at the best alignment; no xrun).  ``bench/roundtrip.py`` reports the
@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PvEnv
+
+from tests.support.env import PvEnv
 
 SOURCE = Path(__file__).resolve().parent / "c" / "roundtrip.c"
 RATE = 48000

@@ -1,7 +1,7 @@
 """alsa-lib used directly against the real plugin: rewind, drain, pause, xrun,
 MMAP access and status, each checked bit-exactly against the backend's WAV.
 
-The client is ``tests/c/pcm_behaviour.c``, compiled here with gcc; it plays
+The client is ``tests/plugin/c/pcm_behaviour.c``, compiled here with gcc; it plays
 S16_LE stereo 48 kHz from a raw file and prints what it measured."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio import make_signal
-from conftest import PvEnv
 
 from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.protocol.sndif import PcmFormat
+from tests.support.audio import make_signal
+from tests.support.env import PvEnv
 
 RATE = 48000
 FRAME = 4  # S16_LE stereo
