@@ -13,7 +13,6 @@ import ast
 import logging
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -80,25 +79,13 @@ def cmd_backend(args: argparse.Namespace) -> int:
     return 0
 
 
-def wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} "
-                               f"before {path} appeared")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{path} did not appear within {timeout} s")
-        time.sleep(0.02)
+def _client(argv: list[str], env: dict[str, str]) -> None:
+    """Run an ALSA client to its end: bounded in time and output."""
+    from .sim.procs import run_capped
 
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    rc, out, _ = run_capped(argv, 30, env=env)
+    if rc != 0:
+        raise RuntimeError(f"{argv[0]} exited {rc}:\n{out}")
 
 
 def _demo_alsa(work: Path, sim_dir: Path, out_dir: Path, data: bytes, rate: int,
@@ -118,7 +105,7 @@ def _demo_alsa(work: Path, sim_dir: Path, out_dir: Path, data: bytes, rate: int,
     lib = build_plugin(work / "plugin")
     conf = work / "pvplug.conf"
     conf.write_text(render_conf(lib, {"transport": "sim", "sim_dir": str(sim_dir), "domid": 1}))
-    env = {**os.environ, "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{conf}"}
+    env = {"ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{conf}"}
     src = work / "tone.wav"
     w = WavWriter(str(src), WavInfo(PcmFormat.S16_LE, channels, rate))
     w.write(data)
@@ -126,14 +113,14 @@ def _demo_alsa(work: Path, sim_dir: Path, out_dir: Path, data: bytes, rate: int,
     t_build = time.monotonic() - t0
     before = set(out_dir.glob("*.wav"))
     t1 = time.monotonic()
-    subprocess.run(["aplay", "-q", "-D", "pvplug", str(src)], env=env, timeout=30, check=True)
+    _client(["aplay", "-q", "-D", "pvplug", str(src)], env)
     t_play = time.monotonic() - t1
     (new,) = set(out_dir.glob("*.wav")) - before
     got = read_wav(str(new))[1]
     exact = got[:len(data)] == data and not any(got[len(data):])
     rec = work / "capture.wav"
-    subprocess.run(["arecord", "-q", "-D", "pvplug", "-f", "S16_LE", "-c", str(channels),
-                    "-r", str(rate), "-d", "1", str(rec)], env=env, timeout=30, check=True)
+    _client(["arecord", "-q", "-D", "pvplug", "-f", "S16_LE", "-c", str(channels),
+             "-r", str(rate), "-d", "1", str(rec)], env)
     print(f"ALSA plugin:        built in {t_build:.1f} s; `aplay -D pvplug` took {t_play:.2f} s, "
           f"bit-exact: {exact}; `arecord -D pvplug` wrote {rec.stat().st_size} bytes")
     return exact
@@ -145,19 +132,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .backend.wavfile import read_wav
     from .frontend import Card
     from .protocol.sndif import PcmFormat
+    from .sim.procs import SimProcesses, cli
     from .transport import open_transport
 
     work = Path(args.dir or tempfile.mkdtemp(prefix="pvplug-demo-"))
-    sim_dir, out_dir = work / "sim", work / "out"
-    py = [sys.executable, "-m", "alsa_pvplug.cli", "--log-level", args.log_level]
-    procs: list[subprocess.Popen[bytes]] = []
+    work.mkdir(parents=True, exist_ok=True)
+    out_dir = work / "out"
     rate, channels, seconds = 48000, 2, args.seconds
+    t0 = time.monotonic()
     try:
-        t0 = time.monotonic()
-        procs.append(subprocess.Popen([*py, "sim", "--dir", str(sim_dir)]))
-        wait_for_file(sim_dir / "ready", procs[0], 10)
-        procs.append(subprocess.Popen([*py, "backend", "--sim-dir", str(sim_dir),
-                                       "--sink", f"wav:{out_dir}", "--source", "sine:1000"]))
+        procs = SimProcesses(work, command=cli(log_level=args.log_level))
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"demo failed: {exc}\n(logs in {work})", file=sys.stderr)
+        return 1
+    sim_dir = procs.dir
+    try:
+        backend = procs.backend("--sink", f"wav:{out_dir}", "--source", "sine:1000")
         transport = open_transport("sim", sim_dir=sim_dir, domid=1)
         card = Card.open(transport)
         t_conn = time.monotonic() - t0
@@ -182,10 +172,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         info, data = read_wav(str(wavs[-1]))
         exact = data == signal_.tobytes()
         alsa_ok = _demo_alsa(work, sim_dir, out_dir, signal_.tobytes(), rate, channels)
-        _stop(procs[1])
+        backend.stop()
         spectrum = np.abs(np.fft.rfft(got[:, 0].astype(float)))
         peak = np.fft.rfftfreq(len(got), 1 / rate)[int(np.argmax(spectrum))]
-        print(f"demo directory:     {work}")
+        print(f"demo directory:     {work} (sim.log, backend.log: their output)")
         print(f"connect:            {t_conn * 1000:.0f} ms (sim start, backend start, handshake)")
         print(f"played:             {len(signal_)} frames {info.format.name} {info.channels}ch "
               f"{info.rate} Hz in {t_play:.2f} s, {events} CUR_POS events")
@@ -193,12 +183,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"captured:           {len(got)} frames, dominant frequency {peak:.0f} Hz "
               f"(backend source: sine 1000 Hz)")
         return 0 if exact and alsa_ok and abs(peak - 1000) < 5 else 1
-    except PvSndError as exc:
-        print(f"demo failed: {exc}", file=sys.stderr)
+    except (PvSndError, RuntimeError) as exc:
+        print(f"demo failed: {exc}\n(logs in {work})", file=sys.stderr)
         return 1
     finally:
-        for p in reversed(procs):
-            _stop(p)
+        procs.close()
 
 
 def _positive(kind: type) -> Callable[[str], object]:
