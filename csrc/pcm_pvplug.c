@@ -41,10 +41,7 @@ struct pvplug {
 	struct pvplug_hw hw;
 };
 
-static struct pvplug *pv_of(snd_pcm_ioplug_t *io)
-{
-	return (struct pvplug *)io->private_data;
-}
+#define pv_of(io) ((struct pvplug *)(io)->private_data)
 
 /* After fork() without exec the GIL may be held by a thread that no longer
  * exists; the child fails every call instead of deadlocking. */
@@ -88,22 +85,17 @@ static int pv_start_python(char *err, size_t errlen)
 		config.use_environment = 0;
 		config.install_signal_handlers = 0;
 		config.parse_argv = 0;
-		st = PyConfig_SetBytesString(&config, &config.home,
-					     PVPLUG_PYTHON_HOME);
+		st = PyConfig_SetBytesString(&config, &config.home, PVPLUG_PYTHON_HOME);
 		if (!PyStatus_Exception(st))
-			st = PyConfig_SetBytesString(&config,
-						     &config.program_name,
+			st = PyConfig_SetBytesString(&config, &config.program_name,
 						     PVPLUG_PYTHON_EXE);
 		if (!PyStatus_Exception(st))
 			st = Py_InitializeFromConfig(&config);
 		PyConfig_Clear(&config);
 		if (PyStatus_Exception(st)) {
-			snprintf(err, errlen,
-				 "cannot start Python (home %s): %s%s%s",
-				 PVPLUG_PYTHON_HOME,
-				 st.func ? st.func : "",
-				 st.func ? ": " : "",
-				 st.err_msg ? st.err_msg : "unknown error");
+			snprintf(err, errlen, "cannot start Python (home %s): %s%s%s",
+				 PVPLUG_PYTHON_HOME, st.func ? st.func : "",
+				 st.func ? ": " : "", st.err_msg ? st.err_msg : "unknown error");
 			ret = -ENOENT;
 			goto out;
 		}
@@ -168,9 +160,8 @@ static snd_pcm_sframes_t pv_transfer(snd_pcm_ioplug_t *io,
 
 static int pv_hw_params(snd_pcm_ioplug_t *io, snd_pcm_hw_params_t *params)
 {
-	(void)params;
-	PV_FORWARD(pvplug_py_hw_params, io->access, io->format, io->channels,
-		   io->rate, io->period_size, io->buffer_size);
+	PV_FORWARD(pvplug_py_hw_params, io->access, io->format, io->channels, io->rate,
+		   io->period_size, io->buffer_size);
 }
 
 static int pv_sw_params(snd_pcm_ioplug_t *io, snd_pcm_sw_params_t *params)
@@ -188,28 +179,19 @@ static int pv_sw_params(snd_pcm_ioplug_t *io, snd_pcm_sw_params_t *params)
 
 static int pv_prepare(snd_pcm_ioplug_t *io) { PV_FORWARD(pvplug_py_prepare); }
 
-static int pv_drain(snd_pcm_ioplug_t *io)
-{
-	PV_FORWARD(pvplug_py_drain, io->appl_ptr, io->nonblock);
-}
+static int pv_drain(snd_pcm_ioplug_t *io) { PV_FORWARD(pvplug_py_drain, io->appl_ptr, io->nonblock); }
 
-static int pv_pause(snd_pcm_ioplug_t *io, int enable)
-{
-	PV_FORWARD(pvplug_py_pause, enable);
-}
+static int pv_pause(snd_pcm_ioplug_t *io, int enable) { PV_FORWARD(pvplug_py_pause, enable); }
 
 static int pv_delay(snd_pcm_ioplug_t *io, snd_pcm_sframes_t *delayp)
 {
 	struct pvplug *pv = pv_of(io);
 	long d = 0;
-	int ret;
+	int ret = 0;
 
 	PV_GUARD(pv);
-	if (pv->hw.fast && !pvplug_fast_delay(pv->hw.fast, io->appl_ptr, pvplug_now(), &d)) {
-		*delayp = d;
-		return 0;
-	}
-	ret = pvplug_py_delay(pv->id, io->appl_ptr, &d);
+	if (!pv->hw.fast || pvplug_fast_delay(pv->hw.fast, io->appl_ptr, pvplug_now(), &d))
+		ret = pvplug_py_delay(pv->id, io->appl_ptr, &d);
 	if (ret == 0)
 		*delayp = d;
 	return ret;
@@ -306,10 +288,8 @@ static int pv_collect_options(snd_config_t *conf, int *n, const char **keys,
 		char *text = NULL;
 		size_t len;
 
-		if (snd_config_get_id(c, &id) < 0)
-			continue;
-		if (!strcmp(id, "comment") || !strcmp(id, "type") ||
-		    !strcmp(id, "hint"))
+		if (snd_config_get_id(c, &id) < 0 || !strcmp(id, "comment") ||
+		    !strcmp(id, "type") || !strcmp(id, "hint"))
 			continue;
 		if (snd_config_get_type(c) == SND_CONFIG_TYPE_COMPOUND) {
 			snprintf(err, errlen, "option '%s' must be a single value, "
@@ -370,14 +350,10 @@ SND_PCM_PLUGIN_DEFINE_FUNC(pvplug)
 	struct pvplug *pv;
 	int nopts = 0, ret;
 
-	(void)root;
-	ret = pv_collect_options(conf, &nopts, keys, values, store,
-				 sizeof(store), err, sizeof(err));
-	if (ret < 0) {
-		SNDERR("pvplug %s: %s", name, err);
-		return ret;
-	}
-	ret = pv_start_python(err, sizeof(err));
+	ret = pv_collect_options(conf, &nopts, keys, values, store, sizeof(store), err,
+				 sizeof(err));
+	if (ret >= 0)
+		ret = pv_start_python(err, sizeof(err));
 	if (ret < 0) {
 		SNDERR("pvplug %s: %s", name, err);
 		return ret;
