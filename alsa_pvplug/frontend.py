@@ -62,6 +62,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 3.0
 SHORT_TIMEOUT = 0.5  # per request after one went unanswered
+#: what the backend should still hold when the next WRITE reaches it (s)
+FLUSH_MARGIN = 0.002
 _BE_STATE_TOKEN = "pvplug-be-state"
 
 
@@ -1015,15 +1017,33 @@ class Stream:
         """When data written but not yet announced will be (None: nothing is)."""
         if self._dirty_from is None:
             return None
-        return self._last_submit + self.period_frames / self.rate / 2
+        return self.write_due()
+
+    def write_due(self) -> float:
+        """The next WRITE is due half a period after the last, or sooner once
+        the backend is about to run dry: a host that keeps about a quantum
+        queued (PipeWire) writes less than a period at a time, and what it
+        wrote must reach the backend before the backend's queue is empty."""
+        return min(self._last_submit + self.period_frames / self.rate / 2, self._runs_low_at())
+
+    def _runs_low_at(self) -> float:
+        """When what the backend was sent falls below half a period (and
+        FLUSH_MARGIN) of play, at the rate, from its last report."""
+        if self.proto.state != StreamState.RUNNING:
+            return math.inf
+        seen = self.pos_seen_at if self.pos_seen_at is not None else self._started_at
+        if seen is None:
+            return math.inf
+        cushion = self.period_frames / 2 + self.rate * FLUSH_MARGIN
+        return seen + (self.sent - cushion - self.reported) / self.rate
 
     def _maybe_flush(self, now: float) -> None:
-        """One WRITE a period, or sooner for what has waited half a period."""
+        """One WRITE a period, or sooner for what has waited half a period or
+        is needed before the backend runs dry."""
         first = self._dirty_from
         if first is None:
             return
-        if self.appl - first >= self.period_frames or now >= self._last_submit + \
-                self.period_frames / self.rate / 2:
+        if self.appl - first >= self.period_frames or now >= self.write_due():
             self._send_writes(now)
 
     def flush(self) -> None:

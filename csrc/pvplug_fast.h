@@ -127,6 +127,8 @@ static int64_t pvplug_fast_position(struct pvplug_fast *f, unsigned long appl_mo
 
 	if (pvplug_fast_eval(f, appl_mod, now, s, &pos, appl) < 0)
 		return -1;
+	if (s->dirty_from >= 0 && now >= s->flush_at)
+		return -1;	/* frames copied here wait for their WRITE */
 	if (s->stop_threshold < s->boundary &&
 	    pvplug_fast_avail(s, pos, *appl) >= s->stop_threshold)
 		return -1;	/* an xrun: Python says so */

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -458,7 +457,8 @@ class PvPcm:
                 f.wr_end = st.appl
                 f.dirty_from = -1 if st.dirty_from is None else st.dirty_from
                 f.flush_frames = st.period_frames
-                f.flush_at = math.inf if due is None else due
+                # C may dirty the buffer itself: it needs the deadline now.
+                f.flush_at = st.write_due()
             else:
                 f.buf = native_ffi.NULL
             f.enabled = 1
