@@ -63,7 +63,7 @@ def _hex(dump: str) -> bytes:
     return bytes(out) + bytes(64 - len(out))
 
 
-# --- golden layouts (sndif-protocol.md section 4) ----------------------------
+# --- golden layouts (docs/protocol.md section 4) -----------------------------
 
 class TestLayout:
     def test_struct_sizes(self) -> None:
@@ -108,7 +108,7 @@ class TestLayout:
         assert r[8:48] == b[8:48]                         # resp.hw_param @8, same layout
 
 
-# --- section 4.5 test vectors ------------------------------------------------
+# --- docs/protocol.md section 4.8 test vectors --------------------------------
 
 class TestVectors:
     def test_open(self) -> None:
@@ -336,7 +336,7 @@ class TestEncodeRange:
             encode_event(evt)
 
 
-# --- page directory (section 4.6) ---------------------------------------------
+# --- page directory (docs/protocol.md section 4.7) ---------------------------
 
 class TestPageDirectory:
     def test_counts(self) -> None:

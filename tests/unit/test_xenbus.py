@@ -125,7 +125,7 @@ def test_frontend_startup(fe: XenbusState) -> None:
 
 
 def test_frontend_early_backend_close_is_not_fatal() -> None:
-    # sndif-protocol.md section 11: snd_be may write 5 and 6 before 2.
+    # docs/protocol.md section 3.8: snd_be may write 5 and 6 before 2.
     for be in (S.CLOSING, S.CLOSED, S.UNKNOWN, S.INITIALISING):
         assert frontend_on_backend(S.INITIALISING, be) is FrontendAction.WAIT
 
