@@ -24,6 +24,9 @@ __all__ = ["BENCH", "OUTPUT_CAP", "Proc", "REPO", "System", "cpu_seconds", "repo
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+# bench/NAME.py runs with bench/ as sys.path[0]; the root makes tests.support importable.
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))
 SYSTEM_ALSA_CONF = "/usr/share/alsa/alsa.conf"
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -36,65 +35,11 @@ from typing import Any
 
 import numpy as np
 import queue_tap
-from harness import BENCH, REPO, Proc, System, repo_arg, wait_until
+from harness import BENCH, REPO, System, repo_arg, wait_until
+
+from tests.support.pipewire import PipeWireDaemon
 
 RATE = 48000
-
-PW_CONF = """\
-context.properties = {{
-    core.daemon = true
-    core.name = pipewire-0
-    link.max-buffers = 16
-    default.clock.rate = {rate}
-    default.clock.allowed-rates = [ {rate} ]
-    default.clock.quantum = {quantum}
-    default.clock.min-quantum = {quantum}
-    default.clock.max-quantum = {quantum}
-    settings.check-quantum = true
-    settings.check-rate = true
-}}
-context.spa-libs = {{
-    audio.convert.* = audioconvert/libspa-audioconvert
-    api.alsa.*      = alsa/libspa-alsa
-    support.*       = support/libspa-support
-}}
-context.modules = [
-    {{ name = libpipewire-module-rt
-       args = {{ rt.prio = 10 nice.level = -11 }} flags = [ ifexists nofail ] }}
-    {{ name = libpipewire-module-protocol-native }}
-    {{ name = libpipewire-module-profiler }}
-    {{ name = libpipewire-module-metadata }}
-    {{ name = libpipewire-module-spa-node-factory }}
-    {{ name = libpipewire-module-client-node }}
-    {{ name = libpipewire-module-access args = {{ }} }}
-    {{ name = libpipewire-module-adapter }}
-    {{ name = libpipewire-module-link-factory }}
-]
-context.objects = [
-    {{ factory = metadata args = {{ metadata.name = default }} }}
-    {{ factory = spa-node-factory
-       args = {{ factory.name = support.node.driver node.name = Dummy-Driver
-                 node.group = pipewire.dummy priority.driver = 20000 }} }}
-    {{ factory = adapter
-       args = {{ factory.name = api.alsa.pcm.sink node.name = pvsink
-                 media.class = Audio/Sink api.alsa.path = "pvplug" {alsa_props}
-                 audio.rate = {rate} audio.channels = 2 audio.position = [ FL FR ]
-                 node.suspend-on-idle = true priority.driver = 30000
-                 adapter.auto-port-config = {{ mode = dsp monitor = false control = false
-                                               position = preserve }} }} }}
-    {{ factory = adapter
-       args = {{ factory.name = api.alsa.pcm.source node.name = pvsource
-                 media.class = Audio/Source api.alsa.path = "pvplug" {alsa_props}
-                 audio.rate = {rate} audio.channels = 2 audio.position = [ FL FR ]
-                 node.suspend-on-idle = true priority.driver = 29000
-                 adapter.auto-port-config = {{ mode = dsp monitor = false control = false
-                                               position = preserve }} }} }}
-]
-"""
-
-PORT_CONFIG = ('{{ "direction": "{direction}", "mode": "dsp", "format": {{ '
-               '"mediaType": "audio", "mediaSubtype": "raw", "format": "F32P", '
-               '"rate": {rate}, "channels": 2, "position": [ "FL", "FR" ] }} }}')
 
 PROFILE_RE = re.compile(r"pw_profile t=(?P<t>[\d.]+) driver=(?P<driver>\S+) id=\d+ "
                         r"quantum=(?P<quantum>\d+) rate=\d+ cycles=(?P<cycles>\d+) "
@@ -124,65 +69,6 @@ def write_tone(path: Path, seconds: float) -> None:
         w.writeframes(np.stack([x, x], 1).tobytes())
 
 
-class PipeWire:
-    """A private pipewire daemon in ``s.work`` with our sink and source."""
-
-    def __init__(self, s: System, alsa_env: dict[str, str], quantum: int,
-                 alsa_props: str = "") -> None:
-        root = s.work / f"pipewire-{quantum}"
-        (root / "home").mkdir(parents=True, exist_ok=True)
-        (root / "run").mkdir(mode=0o700, exist_ok=True)
-        conf = root / "pipewire.conf"
-        conf.write_text(PW_CONF.format(rate=RATE, quantum=quantum, alsa_props=alsa_props))
-        self.env = {**alsa_env, "HOME": str(root / "home"), "XDG_RUNTIME_DIR": str(root / "run"),
-                    "XDG_CONFIG_HOME": str(root / "home" / ".config"),
-                    "PIPEWIRE_RUNTIME_DIR": str(root / "run"), "PIPEWIRE_REMOTE": "pipewire-0",
-                    "DBUS_SESSION_BUS_ADDRESS": "disabled:", "PIPEWIRE_LOG_SYSTEMD": "false"}
-        self.proc = s.start(["pipewire", "-c", str(conf)], f"pipewire-{quantum}",
-                            env={**self.env, "PIPEWIRE_DEBUG": "3"}, rt=0)
-        self.log = self.proc.log
-        wait_until(lambda: not self.proc.alive or "pvsink:playback_FL" in self.ports("-i"), 20,
-                   "pipewire and its pvsink node")
-        if not self.proc.alive:
-            raise RuntimeError(f"pipewire exited:\n{self.proc.output()}")
-
-    def tool(self, *argv: str, check: bool = True) -> str:
-        return subprocess.run(list(argv), env={**os.environ, **self.env}, capture_output=True,
-                              text=True, timeout=10, check=check).stdout
-
-    def ports(self, which: str) -> set[str]:
-        """``pw-link -o`` or ``-i``; empty before the daemon listens."""
-        out = self.tool("pw-link", which, check=False)
-        return {ln.strip() for ln in out.splitlines() if ln.strip()}
-
-    def node_id(self, name: str) -> int | None:
-        node = None
-        for ln in self.tool("pw-cli", "ls", "Node").splitlines():
-            m = re.match(r"\s*id (\d+), type PipeWire:Interface:Node", ln)
-            if m:
-                node = int(m.group(1))
-            elif node is not None and re.match(rf'\s*node.name = "{re.escape(name)}"$', ln):
-                return node
-        return None
-
-    def connect(self, stream: Proc, name: str, playback: bool) -> None:
-        def have_node() -> bool:
-            if not stream.alive:
-                raise RuntimeError(f"{name} exited:\n{stream.output()}")
-            return self.node_id(name) is not None
-        wait_until(have_node, 15, f"the {name} node", interval=0.1)
-        self.tool("pw-cli", "set-param", str(self.node_id(name)), "PortConfig",
-                  PORT_CONFIG.format(direction="Output" if playback else "Input", rate=RATE))
-        chans = ("FL", "FR")
-        pairs = [(f"{name}:output_{c}", f"pvsink:playback_{c}") for c in chans] if playback \
-            else [(f"pvsource:capture_{c}", f"{name}:input_{c}") for c in chans]
-        mine = {p[0] if playback else p[1] for p in pairs}
-        wait_until(lambda: mine <= self.ports("-o" if playback else "-i"), 10,
-                   f"the ports of {name}", interval=0.05)
-        for out, inp in pairs:
-            self.tool("pw-link", out, inp)
-
-
 def run_one(args: argparse.Namespace, quantum: int, ppm: float, tone: Path,
             profiler: Path) -> dict[str, Any]:
     backend = ["--sink", "null", "--source", "sine:1000", "--clock-ppm", f"{ppm:g}",
@@ -192,7 +78,10 @@ def run_one(args: argparse.Namespace, quantum: int, ppm: float, tone: Path,
             print(f"  (keeping {s.work})")
         tap_file = s.work / "queue.npy"
         s.start_queue_tap(tap_file, backend)
-        pw = PipeWire(s, s.alsa_env(), quantum, args.alsa_props)
+        pw = PipeWireDaemon(s.work / f"pipewire-{quantum}", s.alsa_env(), quantum=quantum,
+                            rate=RATE, alsa_props=args.alsa_props,
+                            start=lambda argv, env: s.start(argv, f"pipewire-{quantum}",
+                                                            env=env, rt=0))
         play = s.start(["pw-play", "--target", "0", "-P", "{ node.name = pvplay }", str(tone)],
                        "pw-play", env=pw.env, rt=0)
         pw.connect(play, "pvplay", playback=True)

@@ -41,21 +41,11 @@ import numpy as np
 import queue_tap
 from harness import REPO, System, repo_arg, wait_until
 
+from tests.support.audio import align
+
 RATE = 48000
 LEAD, BURST, EVERY = RATE * 3 // 10, RATE // 5, RATE  # as in tests/plugin/c/roundtrip.c
 SOURCE = Path(__file__).resolve().parent.parent / "tests" / "plugin" / "c" / "roundtrip.c"
-
-
-def align(got: np.ndarray, ref: np.ndarray) -> tuple[int, float]:
-    """(lag, normalized correlation) of ``ref`` in ``got`` (all channels)."""
-    n = len(got) + len(ref)
-    size = 1 << (n - 1).bit_length()
-    xc = sum(np.fft.irfft(np.fft.rfft(got[:, c], size) * np.conj(np.fft.rfft(ref[:, c], size)),
-                          size) for c in range(ref.shape[1]))
-    lag = int(np.argmax(xc[: len(got) - len(ref) + 1]))
-    seg = got[lag: lag + len(ref)]
-    den = np.sqrt(np.sum(seg * seg) * np.sum(ref * ref))
-    return lag, float(np.sum(seg * ref) / den) if den else 0.0
 
 
 def crossing(t_ns: np.ndarray, pos: np.ndarray, frame: float) -> float:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support.audio import align
 from tests.support.env import PvEnv
 
 SOURCE = Path(__file__).resolve().parent / "c" / "roundtrip.c"
@@ -41,20 +42,6 @@ def roundtrip_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         "-lasound", "-lm"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, f"gcc failed:\n{r.stdout}{r.stderr}"
     return out
-
-
-def align(got: np.ndarray, ref: np.ndarray) -> tuple[int, float]:
-    """(lag, normalized correlation) of ``ref`` (frames x channels) inside
-    ``got``, at the lag where the sum of the channels' cross-correlations
-    peaks (the noise channel makes each burst unique)."""
-    n = len(got) + len(ref)
-    size = 1 << (n - 1).bit_length()
-    xc = sum(np.fft.irfft(np.fft.rfft(got[:, c], size) * np.conj(np.fft.rfft(ref[:, c], size)),
-                          size) for c in range(ref.shape[1]))
-    lag = int(np.argmax(xc[: len(got) - len(ref) + 1]))
-    seg = got[lag: lag + len(ref)]
-    den = np.sqrt(np.sum(seg * seg) * np.sum(ref * ref))
-    return lag, float(np.sum(seg * ref) / den) if den else 0.0
 
 
 def bursts(played: np.ndarray, captured: np.ndarray) -> list[tuple[int, int, float]]:

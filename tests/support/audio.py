@@ -33,3 +33,17 @@ def write_wav(path: str, fmt: PcmFormat, channels: int, rate: int, data: bytes) 
     w = WavWriter(path, WavInfo(fmt, channels, rate))
     w.write(data)
     w.close()
+
+
+def align(got: np.ndarray, ref: np.ndarray) -> tuple[int, float]:
+    """(lag, normalized correlation) of ``ref`` (frames x channels) inside
+    ``got``, at the lag where the sum of the channels' cross-correlations
+    peaks (so a noise channel makes each burst unique)."""
+    n = len(got) + len(ref)
+    size = 1 << (n - 1).bit_length()
+    xc = sum(np.fft.irfft(np.fft.rfft(got[:, c], size) * np.conj(np.fft.rfft(ref[:, c], size)),
+                          size) for c in range(ref.shape[1]))
+    lag = int(np.argmax(xc[: len(got) - len(ref) + 1]))
+    seg = got[lag: lag + len(ref)]
+    den = np.sqrt(np.sum(seg * seg) * np.sum(ref * ref))
+    return lag, float(np.sum(seg * ref) / den) if den else 0.0
