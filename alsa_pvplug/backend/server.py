@@ -593,6 +593,8 @@ class BackendStream:
             if not self.dry:
                 self.dry = True
                 self.on_request_notify(now)  # notifications wanted again (and a last look)
+                if not self.running or self.buffer is None:
+                    return  # that look found a STOP or a CLOSE
             self._anchor(now)
             return
         self.dry = False

@@ -20,7 +20,7 @@ from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.protocol.sndif import PcmFormat
 from tests.plugin.test_plugin_alsalib import assert_exact, behaviour_bin, run_cmd  # noqa: F401
 from tests.support.audio import make_signal, write_wav
-from tests.support.env import PvEnv
+from tests.support.env import PvEnv, wait_until
 
 RATE = 48000
 
@@ -71,7 +71,12 @@ def test_aplay_mmap_forced_underrun_recovers_bit_exact(sndbe: PvEnv) -> None:
                              stdout=out, stderr=subprocess.STDOUT,
                              env={**os.environ, **sndbe.env})
         try:
-            time.sleep(0.5)
+            # Stop it once it plays (start-up takes long on a busy machine).
+            def playing() -> bool:
+                assert p.poll() is None, log.read_text()
+                return any(f.stat().st_size > RATE * 4 // 5 for f in
+                           set(sndbe.played()) - before)
+            wait_until(playing, 15, "aplay -M playing", interval=0.02)
             p.send_signal(signal.SIGSTOP)
             time.sleep(0.3)
             p.send_signal(signal.SIGCONT)
