@@ -601,6 +601,8 @@ class Stream:
             return
         if got is None:
             return  # the answer to a request we gave up on
+        if rng is not None:
+            self.giveup.data_answered()
         if rng is None:
             self._outcomes[resp.id] = got
         elif rng[0] == Op.WRITE:
@@ -667,6 +669,8 @@ class Stream:
         rid, t = next(iter(self._sent_at.items()))
         if now - t > self.card.timeout:
             op = self._ranges.get(rid, (Op.WRITE, 0, 0))[0]
+            if rid in self._ranges:
+                self.giveup.data_unanswered()
             self._fail(BackendTimeout(f"{self.name}: {op.name}", self.card.timeout))
             self._abandon()
 

@@ -19,6 +19,10 @@ MAX_VIOLATIONS = 3
 #: timeouts (no answer, no position) in a row without the stream moving; one
 #: more and prepare fails with -ETIMEDOUT instead of starting the stall again
 MAX_TIMEOUTS = 2
+#: WRITEs/READs left unanswered in a row (a backend may play or report while
+#: it never answers its data requests); one more and prepare fails with
+#: -ETIMEDOUT: each costs the client a timeout and an xrun
+MAX_UNANSWERED_DATA = 2
 #: xruns in a row, each after less than a period of data (a backend that
 #: overruns or underruns the stream whatever the client does); one more and
 #: prepare fails with -EIO
@@ -31,6 +35,7 @@ class GiveUp:
     def __init__(self, name: str) -> None:
         self.name = name
         self.timeouts = 0
+        self.unanswered_data = 0
         self.barren = 0
         self.moved = 0     # the furthest data position seen since prepare
         self.consumed = 0  # how far the data reached the other end since prepare
@@ -48,6 +53,14 @@ class GiveUp:
         """A request or the position went unanswered for the timeout."""
         self.timeouts += 1
 
+    def data_unanswered(self) -> None:
+        """A WRITE or READ went unanswered for the timeout (movement does not
+        forgive this one: only an answer to a data request does)."""
+        self.unanswered_data += 1
+
+    def data_answered(self) -> None:
+        self.unanswered_data = 0
+
     def before_prepare(self, *, violations: int, after_xrun: bool, period: int,
                        timeout: float) -> None:
         """Raise if the stream is not worth starting again; else forget the
@@ -62,6 +75,9 @@ class GiveUp:
             raise RemoteProtocolError(
                 f"{self.name}: {self.barren} xruns in a row, each after less than a period "
                 "of data: the backend does not keep the stream going; giving up")
+        if self.unanswered_data >= MAX_UNANSWERED_DATA:
+            raise BackendTimeout(f"{self.name}: the backend left {self.unanswered_data} data "
+                                 "requests in a row unanswered; giving up", timeout)
         if self.timeouts >= MAX_TIMEOUTS:
             raise BackendTimeout(f"{self.name}: the backend stalled {self.timeouts} times "
                                  "in a row; giving up", timeout)

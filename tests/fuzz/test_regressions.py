@@ -120,6 +120,13 @@ BACKEND = {
         {"format": "U8", "channels": 2, "rate": 48000, "buffer": 128, "period": 64},
         {"death": {"at": "running", "delay": 0.01, "how": "kill"},
          "pos": {"mode": "badid", "from": 1, "every": True}}, frames=14400, kill="kill"),
+    # Defect 11 (campaign 3002:662): a backend that plays and reports but
+    # never answers a WRITE: each WRITE timeout is an xrun, the stream moved,
+    # so no give-up rule counted it, and aplay retried a second at a time.
+    "aplay-write-answers-dropped": _b(
+        "aplay-write-answers-dropped", "aplay",
+        {"format": "S16_LE", "channels": 2, "rate": 48000, "buffer": 768, "period": 256},
+        {"resp": [{"op": "WRITE", "nth": 0, "every": True, "do": "drop"}]}, frames=14400),
     # Defect 4: dom0 leaves garbage in the frontend's own state node; no
     # frontend can connect to that device again.
     "dom0-garbage-frontend-state": _b(
@@ -247,6 +254,11 @@ def test_u8_mono_absurd_position_delay_fits_a_c_long(backend_run: dict[str, Any]
 def test_clients_end_against_a_backend_that_never_reports_a_position(
         backend_run: dict[str, Any], name: str) -> None:
     _assert_case(backend_run, "backend", name, C.HANG, C.RUNAWAY)
+
+
+def test_aplay_ends_against_a_backend_that_never_answers_a_write(
+        backend_run: dict[str, Any]) -> None:
+    _assert_case(backend_run, "backend", "aplay-write-answers-dropped", C.HANG, C.RUNAWAY)
 
 
 @pytest.mark.parametrize("name", ["dom0-garbage-frontend-state",

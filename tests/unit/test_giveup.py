@@ -71,6 +71,28 @@ def test_movement_forgives_timeouts() -> None:
     assert g.timeouts == 1
 
 
+def test_unanswered_data_requests_end_in_etimedout_though_the_stream_moves() -> None:
+    # fuzz case 3002:662: a backend that plays and reports but drops every
+    # WRITE answer; each timeout was an xrun, and aplay retried for ever.
+    g = G.GiveUp("s")
+    for _ in range(G.MAX_UNANSWERED_DATA):
+        g.progress(moved=g.moved + 1024, consumed=g.consumed + 1024)
+        g.data_unanswered()
+        if g.unanswered_data < G.MAX_UNANSWERED_DATA:
+            _prepare(g, after_xrun=True)
+    with pytest.raises(BackendTimeout, match="unanswered"):
+        _prepare(g, after_xrun=True)
+
+
+def test_an_answered_data_request_breaks_the_row() -> None:
+    g = G.GiveUp("s")
+    g.data_unanswered()
+    _prepare(g, after_xrun=True)
+    g.data_answered()
+    g.data_unanswered()
+    _prepare(g, after_xrun=True)  # one in a row since the last answer
+
+
 def test_violations_end_in_eio() -> None:
     g = G.GiveUp("s")
     _prepare(g, violations=G.MAX_VIOLATIONS - 1)
