@@ -214,6 +214,11 @@ class FrontRing:
         """ring.h RING_HAS_UNCONSUMED_RESPONSES: one load, nothing consumed."""
         return self._ops.load(RSP_PROD_OFF) != self.rsp_cons
 
+    def armed(self) -> bool:
+        """Whether the backend notifies for the next response (``rsp_event``
+        is just past what we consumed)."""
+        return self._ops.load(RSP_EVENT_OFF) == (self.rsp_cons + 1) & _M
+
     def take_responses(self, rearm: bool = True) -> list[bytes]:
         """Copy out every available response, then re-arm ``rsp_event``.
 

@@ -166,3 +166,26 @@ def test_pause_keeps_position_and_data(backend, card, recorder, signal, wait_for
     st.drain()
     st.close()
     assert recorder.played() == data
+
+
+def test_a_caller_that_starts_waiting_arms_the_ring(backend, card, signal):
+    """Answers taken while nobody waited leave ``rsp_event`` behind (no
+    wake-ups needed); a caller that then waits for an answer must arm it, or
+    the backend's answer does not notify and the wait lasts until the next
+    0.5 s look (the fuzz campaign's honest guest: a STOP at the end of a
+    drain, after the WRITE answers were taken unarmed)."""
+    from alsa_pvplug.protocol.ring import RSP_EVENT_OFF
+
+    be = backend()
+    st = card().stream(0, 0)
+    st.open(PcmFormat.S16_LE, 2, 48000, buffer_frames=4096, period_frames=1024)
+    be.freeze()  # what we send now stays unanswered
+    st.write(signal(PcmFormat.S16_LE, 2, 1024))
+    assert st.proto.outstanding
+    ring = st.ring
+    ring._ops.store(RSP_EVENT_OFF, ring.rsp_cons)  # as after answers taken unarmed
+    assert not ring.armed()
+    with st.waiting_for_answers():
+        st.poll()
+    assert ring.armed(), "a waiting caller left rsp_event behind: the answer would not wake it"
+    be.thaw()
