@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 #: bytes a child may write to any file, its log included
@@ -100,47 +101,93 @@ class Proc:
         return self.log.read_text(errors="replace")[-tail:]
 
 
-def run_capped(argv: Sequence[str], timeout: float, *, env: dict[str, str] | None = None,
-               cwd: str | os.PathLike[str] | None = None,
-               cap: int = 16 * 1024 * 1024) -> tuple[int, str, float]:
+@dataclass
+class Ended:
+    """How a child run by :func:`run_bounded` ended."""
+
+    rc: int               # exit status; negative for a signal (-9 after a kill here)
+    output: str           # the tail of its stdout + stderr
+    total: int            # bytes it wrote there
+    seconds: float
+    killed: str | None    # None, "deadline" or "cap"
+    cpu: float            # its own user + system seconds
+
+
+def run_bounded(argv: Sequence[str], timeout: float, *, env: dict[str, str] | None = None,
+                cwd: str | os.PathLike[str] | None = None, cap: int = 16 * 1024 * 1024,
+                keep: int = 20000, group: bool = False) -> Ended:
     """Run a client to its end, killed at ``timeout`` or once it has written
-    ``cap`` bytes (a client looping on an error).  Returns (exit status, -9
-    after a kill; the tail of its output; seconds)."""
+    more than ``cap`` bytes (a client looping on an error), keeping the last
+    ``keep`` bytes.  With ``group`` it leads a new process group and a kill
+    takes the whole group (helpers it started)."""
+    def setup() -> None:
+        child_setup()
+        if group:
+            os.setpgrp()
+
+    def kill() -> None:
+        try:
+            (os.killpg if group else os.kill)(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
     t0 = time.monotonic()
     p = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         stdin=subprocess.DEVNULL, cwd=cwd, preexec_fn=child_setup,
+                         stdin=subprocess.DEVNULL, cwd=cwd, preexec_fn=setup,
                          env={**os.environ, **(env or {})})
     assert p.stdout is not None
     tail = bytearray()
     total = 0
+    killed = None
     deadline = t0 + timeout
     sel = selectors.DefaultSelector()
     sel.register(p.stdout, selectors.EVENT_READ)
     try:
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or total > cap:
-                p.kill()
+            if left <= 0:
+                killed = "deadline"
                 break
-            if not sel.select(min(left, 1.0)):
+            if total > cap:
+                killed = "cap"
+                break
+            if not sel.select(min(left, 0.5)):
                 continue
             chunk = os.read(p.stdout.fileno(), 65536)
             if not chunk:
                 break
             total += len(chunk)
             tail += chunk
-            del tail[:-20000]
+            del tail[:-keep]
     finally:
         sel.close()
+        if killed is not None:
+            kill()
         p.stdout.close()
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-    if total > cap:
-        tail += f"\n[output cut after {total} bytes]".encode()
-    return p.returncode, tail.decode(errors="replace"), time.monotonic() - t0
+        # Reaped here rather than by Popen.wait, which discards the rusage.
+        reap_by = time.monotonic() + 5
+        pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+        while pid == 0 and time.monotonic() < reap_by:
+            time.sleep(0.002)
+            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+        if pid == 0:
+            kill()
+            pid, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+    return Ended(p.returncode, tail.decode(errors="replace"), total, time.monotonic() - t0,
+                 killed, usage.ru_utime + usage.ru_stime)
+
+
+def run_capped(argv: Sequence[str], timeout: float, *, env: dict[str, str] | None = None,
+               cwd: str | os.PathLike[str] | None = None,
+               cap: int = 16 * 1024 * 1024) -> tuple[int, str, float]:
+    """:func:`run_bounded` as (exit status, -9 after a kill; the tail of its
+    output, marked if cut at ``cap``; seconds)."""
+    end = run_bounded(argv, timeout, env=env, cwd=cwd, cap=cap)
+    out = end.output
+    if end.total > cap:
+        out += f"\n[output cut after {end.total} bytes]"
+    return end.rc, out, end.seconds
 
 
 def cli(python: str = sys.executable, log_level: str = "info") -> list[str]:

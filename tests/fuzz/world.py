@@ -7,7 +7,7 @@
   xenstore handle (libxenstore starts a reader thread, and a forked child must
   not inherit one), so everything that talks to the simulator runs in a child.
 - :func:`run_client`: a client process under a timeout with its output capped
-  (``run_capped`` of ``alsa_pvplug/sim/procs.py``), classified by how it ended.
+  (``run_bounded`` of ``alsa_pvplug/sim/procs.py``), classified by how it ended.
 - ``/proc`` readers: VmRSS and CPU seconds of a process.
 """
 
@@ -17,7 +17,6 @@ import ctypes
 import json
 import logging
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from alsa_pvplug.sim.procs import Ended, run_bounded
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -319,67 +320,14 @@ def fork_call(fn: Callable[..., Any], args: Sequence[Any], log: Path, timeout: f
 
 OUTPUT_CAP = 256 * 1024      # a client writing more than this is runaway
 RUNAWAY_AT_DEADLINE = 32 * 1024  # killed at the deadline having written this much
-
-
-@dataclass
-class ClientEnd:
-    argv: list[str]
-    rc: int | None
-    output: str           # the tail
-    total: int            # bytes written
-    seconds: float
-    killed: str | None    # None, "deadline" or "cap"
+ClientEnd = Ended
 
 
 def run_client(argv: Sequence[str], timeout: float, env: dict[str, str] | None = None,
                cwd: Path | None = None) -> ClientEnd:
     """Run a client to completion under ``timeout`` with its output capped."""
-    t0 = time.monotonic()
-    p = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         stdin=subprocess.DEVNULL, cwd=cwd or REPO, preexec_fn=_child_setup,
-                         env={**os.environ, **(env or {})})
-    assert p.stdout is not None
-    tail = bytearray()
-    total = 0
-    killed = None
-    deadline = t0 + timeout
-    sel = selectors.DefaultSelector()
-    sel.register(p.stdout, selectors.EVENT_READ)
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                killed = "deadline"
-                break
-            if total > OUTPUT_CAP:
-                killed = "cap"
-                break
-            if not sel.select(min(left, 0.5)):
-                continue
-            chunk = os.read(p.stdout.fileno(), 65536)
-            if not chunk:
-                break
-            total += len(chunk)
-            tail += chunk
-            del tail[:-16000]
-    finally:
-        sel.close()
-        if killed is not None:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        p.stdout.close()
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(5)
-    return ClientEnd(list(argv), p.returncode, tail.decode(errors="replace"), total,
-                     time.monotonic() - t0, killed)
+    return run_bounded(argv, timeout, env=env, cwd=cwd or REPO, cap=OUTPUT_CAP, keep=16000,
+                       group=True)
 
 
 # -- the simulator and the backend ---------------------------------------------

@@ -14,11 +14,9 @@ gone, even after SIGKILL.
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.glue.build import build_plugin
 from alsa_pvplug.glue.install import render_conf
 from alsa_pvplug.protocol.sndif import PcmFormat
+from alsa_pvplug.sim.procs import run_bounded
 from tests.support.audio import make_signal, write_wav
 from tests.support.env import (
     CLIENT_OUTPUT_CAP,
@@ -57,40 +56,8 @@ def run_measured(argv: Sequence[str], env: dict[str, str], cwd: Path,
                  timeout: float = 10) -> Measured:
     """Run ``argv`` to completion (killed at ``timeout``), with its exit code,
     output (capped), wall time and the CPU time of the child itself."""
-    t0 = time.monotonic()
-    p = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         stdin=subprocess.DEVNULL, cwd=cwd, preexec_fn=child_setup,
-                         env={**os.environ, **env})
-    assert p.stdout is not None
-    out = bytearray()
-    fd = p.stdout.fileno()
-    os.set_blocking(fd, False)
-    sel = selectors.DefaultSelector()
-    sel.register(fd, selectors.EVENT_READ)
-    try:
-        while True:
-            left = t0 + timeout - time.monotonic()
-            if left <= 0 or len(out) > CLIENT_OUTPUT_CAP:
-                p.kill()
-                break
-            if not sel.select(min(left, 0.5)):
-                continue
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                break
-            out += chunk
-    finally:
-        sel.close()
-        p.stdout.close()
-    # Reap it ourselves to get its own rusage (Popen would discard it).
-    _pid, status, usage = os.wait4(p.pid, 0)
-    seconds = time.monotonic() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return Measured(p.returncode, out[-20000:].decode(errors="replace"), seconds,
-                    usage.ru_utime + usage.ru_stime)
+    end = run_bounded(argv, timeout, env=env, cwd=cwd, cap=CLIENT_OUTPUT_CAP)
+    return Measured(end.rc, end.output, end.seconds, end.cpu)
 
 
 def assert_fails_fast(m: Measured, *needles: str) -> None:

@@ -1,11 +1,16 @@
-"""Test signals in any sndif format, as the bytes a ring would carry."""
+"""Test signals in any sndif format, as the bytes a ring would carry, and
+what the tests measure in the sound that arrived."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 
-from alsa_pvplug.backend.wavfile import WavInfo, WavWriter
+from alsa_pvplug.backend.wavfile import WavInfo, WavWriter, read_wav
 from alsa_pvplug.protocol.sndif import PcmFormat
+from alsa_pvplug.sim.procs import wait_until
 
 
 def make_signal(fmt: PcmFormat, channels: int, frames: int, seed: int = 1) -> bytes:
@@ -47,3 +52,58 @@ def align(got: np.ndarray, ref: np.ndarray) -> tuple[int, float]:
     seg = got[lag: lag + len(ref)]
     den = np.sqrt(np.sum(seg * seg) * np.sum(ref * ref))
     return lag, float(np.sum(seg * ref) / den) if den else 0.0
+
+
+def read_samples(path: Path) -> tuple[WavInfo, np.ndarray]:
+    """A WAV's header and its samples, frames x channels (float64)."""
+    info, raw = read_wav(str(path))
+    dtype = {PcmFormat.S16_LE: "<i2", PcmFormat.S32_LE: "<i4", PcmFormat.FLOAT_LE: "<f4"}[
+        info.format]
+    return info, np.frombuffer(raw, dtype).reshape(-1, info.channels).astype(np.float64)
+
+
+def dominant_frequency(x: np.ndarray, rate: int) -> tuple[float, float]:
+    """(peak frequency, share of the spectrum's energy within 20 Hz of it)."""
+    spec = np.abs(np.fft.rfft((x - x.mean()) * np.hanning(len(x)))) ** 2
+    k = int(np.argmax(spec))
+    if 0 < k < len(spec) - 1:  # parabolic interpolation on the log spectrum
+        a, b, c = np.log(spec[k - 1: k + 2] + 1e-30)
+        k_f = k + 0.5 * (a - c) / (a - 2 * b + c)
+    else:
+        k_f = float(k)
+    bin_hz = rate / len(x)
+    near = int(20 / bin_hz)
+    share = spec[max(0, k - near): k + near + 1].sum() / spec.sum()
+    return k_f * bin_hz, float(share)
+
+
+def best_played(played: Callable[[], list[Path]], ref: np.ndarray, rate: int,
+                timeout: float = 10) -> tuple[int, float, str]:
+    """Once one of the WAVs ``played()`` lists holds as many bytes as ``ref``
+    (frames x channels), (lag, normalized correlation, WAV) of the one of
+    ``ref``'s channel count and ``rate`` where ``ref`` aligns best."""
+    def enough() -> bool:
+        return any(len(read_wav(str(p))[1]) >= ref.nbytes for p in played())
+    wait_until(enough, timeout, "the backend's WAV with the played signal")
+    best: tuple[int, float, str] = (-1, 0.0, "")
+    for p in played():
+        info, got = read_samples(p)
+        if (info.channels, info.rate) != (ref.shape[1], rate) or len(got) < len(ref):
+            continue
+        lag, corr = align(got, ref.astype(np.float64))
+        if corr > best[1]:
+            best = (lag, corr, f"{p.name} ({info.format.name})")
+    return best
+
+
+def assert_tone(x: np.ndarray, rate: int, hz: float, min_share: float, label: str,
+                context: object = "") -> None:
+    """Every channel of ``x`` (frames x channels, int16 scale) is the tone
+    ``hz``: its peak within 2 Hz, holding more than ``min_share`` of the
+    energy, rms above 1000.  Prints what it found after ``label``."""
+    for ch in range(x.shape[1]):
+        freq, share = dominant_frequency(x[:, ch], rate)
+        rms = float(np.sqrt(np.mean(x[:, ch] ** 2)))
+        print(f"{label} ch{ch}: {freq:.1f} Hz, {share:.4f} of the energy, rms {rms:.0f}")
+        assert abs(freq - hz) < 2 and share > min_share and rms > 1000, \
+            (ch, freq, share, rms, context)
