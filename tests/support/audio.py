@@ -96,6 +96,22 @@ def best_played(played: Callable[[], list[Path]], ref: np.ndarray, rate: int,
     return best
 
 
+def played_pieces(played: Callable[[], list[Path]], ref: np.ndarray, rate: int,
+                  pieces: int = 4) -> list[float]:
+    """For each of ``pieces`` equal parts of ``ref``, its best normalized
+    correlation in any of the backend's WAVs: a client's xrun under load
+    drops or splices a part (and a recovery opens a new WAV), but every
+    other part must arrive intact."""
+    n = len(ref) // pieces
+    wavs = [g for p in played() for info, g in [read_samples(p)]
+            if (info.channels, info.rate) == (ref.shape[1], rate) and len(g) >= n]
+    out = []
+    for i in range(pieces):
+        part = ref[i * n:(i + 1) * n].astype(np.float64)
+        out.append(max((align(g, part)[1] for g in wavs), default=0.0))
+    return out
+
+
 def assert_tone(x: np.ndarray, rate: int, hz: float, min_share: float, label: str,
                 context: object = "") -> None:
     """Every channel of ``x`` (frames x channels, int16 scale) is the tone
