@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from alsa_pvplug.backend.wavfile import read_wav
+from alsa_pvplug.protocol import sndif
+from alsa_pvplug.protocol.sndif import PcmFormat
+from alsa_pvplug.sim.toolstack import DEFAULT_VSND
 
 from . import backend_side, guest_side, peers
 from .world import CLI, Forked, Sub, fork_call, mem_kb, run_client, start_sim, wait_states
@@ -42,6 +45,10 @@ SEVERITY = [CRASH, SIGNAL, HANG, RUNAWAY, UNTYPED, UNUSABLE, WRONG, OUTSIDE, CPU
 CPU_HOG = 0.20
 CPU_WINDOW_MIN = 0.5
 
+
+#: the simulator's card (DEFAULT_VSND): its buffer-size bounds any period
+CARD_BUFFER_BYTES = int(next(kv.split("=")[1] for kv in DEFAULT_VSND[0][0].split(", ")
+                             if kv.startswith("buffer-size=")))
 
 @dataclass
 class CaseResult:
@@ -501,7 +508,16 @@ class BackendCampaign:
     def deadline(self, spec: dict[str, Any]) -> float:
         """Hang = no end within the audio's length + the request timeout + 2 s
         for each wait a frontend may make (connect, one request, teardown)."""
-        audio = spec["frames"] / spec["geometry"]["rate"]
+        geo = spec["geometry"]
+        audio = spec["frames"] / geo["rate"]
+        if spec["driver"] == "aplay" and any(
+                r.get("op") == "HW_PARAM_QUERY" and r.get("do") == "hw"
+                for r in spec["plan"].get("resp", [])):
+            # A rewritten query may leave only long periods, up to half the
+            # card's buffer, and aplay pads its last chunk to a period (case
+            # 4002:78: 1024 frames played as one 16.4 s period, then drained).
+            fb = sndif.sample_bytes(PcmFormat[geo["format"]]) * geo["channels"]
+            audio = max(audio, CARD_BUFFER_BYTES // 2 // fb / geo["rate"])
         startup = 2.5 if spec["driver"] in ("aplay", "arecord") else 0.5
         return 1.5 * audio + 3 * (spec["timeout"] + 2.0) + startup
 
