@@ -604,11 +604,11 @@ class Stream:
             return
         if got is None:
             return  # the answer to a request we gave up on
-        if rng is not None:
-            self.giveup.data_answered()
         if rng is None:
             self._outcomes[resp.id] = got
-        elif rng[0] == Op.WRITE:
+            return
+        self.giveup.data_answered()
+        if rng[0] == Op.WRITE:
             self.acked = rng[2]  # in order: the backend's data now ends there
         else:
             self.confirmed = max(self.confirmed, rng[2])
@@ -672,8 +672,7 @@ class Stream:
         rid, t = next(iter(self._sent_at.items()))
         if now - t > self.card.timeout:
             op = self._ranges.get(rid, (Op.WRITE, 0, 0))[0]
-            if rid in self._ranges:
-                self.giveup.data_unanswered()
+            self.giveup.data_unanswered()  # _sent_at holds data requests only
             self._fail(BackendTimeout(f"{self.name}: {op.name}", self.card.timeout))
             self._abandon()
 

@@ -447,8 +447,9 @@ class PvPcm:
                 f.hi = min(m.data_end, clock.reported + clock.slack)
                 f.slope, f.intercept = clock.slope, clock.intercept
             until = now + FULL_SYNC_INTERVAL
-            due = st.flush_due()
-            f.valid_until = until if due is None else min(until, due)
+            write_due = st.write_due()
+            # Valid until the next look, or until unannounced frames are due.
+            f.valid_until = until if st.dirty_from is None else min(until, write_due)
             if not self.capture and st.buffer is not None and st.appl == m.appl:
                 if self._buf_ref is None or self._buf_ref[0] is not st.buffer:
                     self._buf_ref = (st.buffer, native_ffi.from_buffer(st.buffer.buf))
@@ -458,7 +459,7 @@ class PvPcm:
                 f.dirty_from = -1 if st.dirty_from is None else st.dirty_from
                 f.flush_frames = st.period_frames
                 # C may dirty the buffer itself: it needs the deadline now.
-                f.flush_at = st.write_due()
+                f.flush_at = write_due
             else:
                 f.buf = native_ffi.NULL
             f.enabled = 1
