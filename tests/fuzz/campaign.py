@@ -21,6 +21,7 @@ from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.protocol import sndif
 from alsa_pvplug.protocol.sndif import PcmFormat
 from alsa_pvplug.sim.toolstack import DEFAULT_VSND
+from alsa_pvplug.sim.xl import parse_xl_vsnd
 
 from . import backend_side, guest_side, peers
 from .world import CLI, Forked, Sub, fork_call, mem_kb, run_client, start_sim, wait_states
@@ -47,8 +48,8 @@ CPU_WINDOW_MIN = 0.5
 
 
 #: the simulator's card (DEFAULT_VSND): its buffer-size bounds any period
-CARD_BUFFER_BYTES = int(next(kv.split("=")[1] for kv in DEFAULT_VSND[0][0].split(", ")
-                             if kv.startswith("buffer-size=")))
+CARD_BUFFER_BYTES = parse_xl_vsnd(DEFAULT_VSND)[0].params.buffer_size
+
 
 @dataclass
 class CaseResult:
@@ -516,7 +517,7 @@ class BackendCampaign:
             # A rewritten query may leave only long periods, up to half the
             # card's buffer, and aplay pads its last chunk to a period (case
             # 4002:78: 1024 frames played as one 16.4 s period, then drained).
-            fb = sndif.sample_bytes(PcmFormat[geo["format"]]) * geo["channels"]
+            fb = sndif.frame_bytes(PcmFormat[geo["format"]], geo["channels"])
             audio = max(audio, CARD_BUFFER_BYTES // 2 // fb / geo["rate"])
         startup = 2.5 if spec["driver"] in ("aplay", "arecord") else 0.5
         return 1.5 * audio + 3 * (spec["timeout"] + 2.0) + startup

@@ -42,8 +42,11 @@ class Sim:
         self.dir = self._procs.dir
         self.proc = self._procs.sim
 
-    def backend(self, root: Path, *args: str, name: str = "backend") -> Proc:
-        return Proc([*PY, "backend", "--sim-dir", str(self.dir), *args], root / f"{name}.log")
+    def backend(self, root: Path, *args: str, name: str = "backend") -> procs.Proc:
+        """``pvplug backend`` on this simulator, logging to ``root/NAME.log``
+        (``root`` is the simulator's); stopped with it at the latest."""
+        assert Path(root) == self._procs.work, (root, self._procs.work)
+        return self._procs.backend(*args, name=name)
 
     def xs_env(self, domid: int) -> dict[str, str]:
         return self._procs.xs_env(domid)
