@@ -314,8 +314,8 @@ def exact(got: bytes, want: bytes, fill: int = 0) -> str | None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build-timeout", type=float, default=540)
-    ap.add_argument("--boot-timeout", type=float, default=240)
-    ap.add_argument("--domu-timeout", type=int, default=190, help="dom0 destroys the domU after this")
+    ap.add_argument("--boot-timeout", type=float, default=420)
+    ap.add_argument("--domu-timeout", type=int, default=330, help="dom0 destroys the domU after this")
     ap.add_argument("--plugin-log", default="info")
     ap.add_argument("--backend-log", default="info")
     ap.add_argument("--no-faults", action="store_true", help="only the aplay/arecord path")
