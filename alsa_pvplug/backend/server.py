@@ -591,8 +591,7 @@ class BackendStream:
                 # snd_be's report that catches the end runs past the data.
                 self._event(now, past=self.period_sz // 2 if self.sndbe else 0)
             if not self.dry:
-                self.dry = True
-                self.on_request_notify(now)  # notifications wanted again (and a last look)
+                self._go_dry(now, self.done)
                 if not self.running or self.buffer is None:
                     return  # that look found a STOP or a CLOSE
             self._anchor(now)
@@ -620,12 +619,20 @@ class BackendStream:
             if self.last_evt_pos != pos:
                 self._event(now, pos=pos)
             if not self.dry:
-                self.dry = True
-                self.on_request_notify(now)
+                self._go_dry(now, pos)
             return
         self.dry = False
         if pos // cad != last // cad:
             self._event(now, pos=pos)
+
+    def _go_dry(self, now: float, played: int) -> None:
+        """Everything written was played: say so (mid-stream it is an
+        underrun the guest may not see), and want notifications again (with
+        a last look at the ring)."""
+        self.dry = True
+        logger.info("%s: ran dry at frame %d (all written was played)", self.label,
+                    played // self.info.frame_bytes if self.info else played)
+        self.on_request_notify(now)
 
     def deadline(self) -> float | None:
         """``next_deadline()``; None, and this device closed, if that fails."""
