@@ -170,6 +170,7 @@ class BackendStream:
         self.last_evt_t = -math.inf
         self.evt_owed = False  # a CUR_POS held back by the event rate
         self.dry = False
+        self.dry_count = 0  # times playback ran out since the origin (the first is logged)
 
     # -- connection ----------------------------------------------------------
     def connect(self, mapper: GrantMapper, evtchn: EventChannel, keys: dict[str, int]) -> None:
@@ -630,8 +631,12 @@ class BackendStream:
         underrun the guest may not see), and want notifications again (with
         a last look at the ring)."""
         self.dry = True
-        logger.info("%s: ran dry at frame %d (all written was played)", self.label,
-                    played // self.info.frame_bytes if self.info else played)
+        self.dry_count += 1
+        # At info once: a guest that keeps underrunning must not flood the log
+        # of a backend that serves others.
+        logger.log(logging.INFO if self.dry_count == 1 else logging.DEBUG,
+                   "%s: ran dry at frame %d, all written was played (%d so far)", self.label,
+                   played // self.info.frame_bytes if self.info else played, self.dry_count)
         self.on_request_notify(now)
 
     def deadline(self) -> float | None:
