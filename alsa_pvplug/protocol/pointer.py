@@ -18,17 +18,6 @@ Points are kept over a time window (``WINDOW_SECONDS``), thinned to one per
 ``WINDOW_SECONDS / MAX_POINTS``; until they span ``MIN_SPAN`` the nominal
 rate is used with the tightest offset.
 
-The line drawn is a little slower than the fitted rate (it leans): a line
-steeper than the backend that passes above every point is held by the oldest
-one and runs ahead of the backend by the slope's error times the window's age
-(14 frames after 1 s on the nominal rate against a card 300 ppm slow); one
-slower than the backend is held by the newest points and lags by at most its
-error times a period or so.  So the line leans slow by more than the rate's
-uncertainty: ``YOUNG_SKEW`` before the rate is fitted, then
-``FIT_LATENESS / span`` (the reference backend's reports reach the plugin
-0.3-2 ms late, so the fitted rate is good to about 100 us over the span),
-never under ``FIT_SKEW_FLOOR``.  The 30 s window keeps that error small.
-
 The estimate is clamped to what is known: never behind the last report,
 never more than ``slack`` frames beyond it (the backend may have stalled),
 never beyond ``limit`` (a playback backend cannot play what it was not
@@ -41,7 +30,7 @@ import math
 from collections import deque
 
 #: seconds of reports the fit looks at
-WINDOW_SECONDS = 30.0
+WINDOW_SECONDS = 10.0
 #: points kept at most (one per WINDOW_SECONDS / MAX_POINTS: the least late)
 MAX_POINTS = 512
 #: the span of points the rate is fitted from; before it, the nominal rate
@@ -51,13 +40,6 @@ MIN_SPAN = 1.0
 MAX_SKEW = 2e-3
 #: seconds over which a new rate estimate is taken in (a low-pass filter)
 RATE_SMOOTHING = 5.0
-#: how slow the line leans before the rate is fitted: beyond what a card's
-#: crystal is off by (50-300 ppm)
-YOUNG_SKEW = 500e-6
-#: and once it is: the fitted rate's uncertainty is about the spread of the
-#: least-late reports' lateness (seconds) over the span, with a floor
-FIT_LATENESS = 100e-6
-FIT_SKEW_FLOOR = 5e-6
 #: new points between full rebuilds of the hull (amortised O(1) per report)
 _REBUILD_EVERY = 64
 
@@ -97,12 +79,9 @@ class PositionClock:
         self._hull_n = 0
         self._since_rebuild = 0
         self._bucket = WINDOW_SECONDS / MAX_POINTS
-        #: the backend's rate as fitted (frames/s)
-        self._rate = float(rate)
-        #: the line p = slope * t + intercept (slope = the rate, leaning slow)
-        self.slope = float(rate) * (1 - YOUNG_SKEW)
+        #: the line p = slope * t + intercept
+        self.slope = float(rate)
         self.intercept = 0.0
-        self._fitted = False       # the rate came from the points, not the nominal
         self._rate_t: float | None = None  # when the rate estimate was last taken in
 
     # -- state ---------------------------------------------------------------
@@ -180,18 +159,15 @@ class PositionClock:
                 # the next as points come and go, and a line that changed slope
                 # with each would step.
                 lp_rate = (p1 - p0) / (t1 - t0)
-                span = hull[-1][0] - hull[0][0]
                 if self._rate_t is None:
-                    self._rate = lp_rate
+                    self.slope = lp_rate
                 else:
                     # Faster while the points span little (a young estimate
                     # is worth less than the next one), RATE_SMOOTHING later.
-                    tau = min(RATE_SMOOTHING, span / 2)
+                    tau = min(RATE_SMOOTHING, (hull[-1][0] - hull[0][0]) / 2)
                     k = min(1.0, max(0.0, now - self._rate_t) / tau)
-                    self._rate += (lp_rate - self._rate) * k
+                    self.slope += (lp_rate - self.slope) * k
                 self._rate_t = now
-                self._fitted = True
-                self.slope = self._rate * (1 - max(FIT_SKEW_FLOOR, FIT_LATENESS / span))
         # (Too little to fit: the last rate found, the nominal one at first:
         # a card keeps its rate across a restart.)
         # The tightest line of that slope above every point: through the hull
@@ -226,4 +202,4 @@ class PositionClock:
 
     @property
     def fitted_rate(self) -> float:
-        return self._rate
+        return self.slope
