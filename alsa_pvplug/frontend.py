@@ -463,9 +463,14 @@ class Stream:
         self.waiting = False
         #: capture: how far READs may run ahead of the application (frames);
         #: a buffer less a period, so a backend one period ahead of them
-        #: never overwrites what the application has not read (the glue
-        #: lets it run further when the client rides through overruns)
+        #: never overwrites what the application has not read
         self.read_ahead = 1 << 62
+        #: capture, a client that rides through overruns: how far READs
+        #: follow a backend whose own clock has already run a buffer past
+        #: the application (0: never).  Only then: an unpaced backend records
+        #: what READs ask for and a period more, so reading further ahead
+        #: would itself overwrite what the client has not read.
+        self.ride_ahead = 0
         #: CUR_POS notifications unmask their port (set_event_wakes)
         self.event_wakes = True
         self._event_held = False
@@ -1081,7 +1086,10 @@ class Stream:
         (not behind a control request: a STOP resets the backend's count)."""
         if self.proto.state != StreamState.RUNNING or self.proto.control_in_flight:
             return
-        end = min(self.reported, self.appl + self.read_ahead)
+        ahead = self.read_ahead
+        if self.ride_ahead and self.reported > self.appl + self.buffer_frames:
+            ahead = self.ride_ahead
+        end = min(self.reported, self.appl + ahead)
         while self.read_sent < end:
             slots = self._data_slots()
             if not slots:
