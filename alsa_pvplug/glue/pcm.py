@@ -167,7 +167,6 @@ class PvPcm:
         m = self.model
         if m is not None and self.capture:
             riding = m.stop_threshold >= m.boundary
-            self.stream.read_ahead = max(m.period, m.buffer - m.period)
             self.stream.ride_ahead = 2 * m.buffer if riding else 0
 
     def sw_params(self, avail_min: int, start_threshold: int, stop_threshold: int,

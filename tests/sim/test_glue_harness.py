@@ -34,17 +34,17 @@ def signal(frames: int, seed: int = 1) -> bytes:
 
 
 class Rig:
-    """A simulated hypervisor, a paced backend (WAV sink, WAV source) and the
-    harnesses opened on it."""
+    """A simulated hypervisor, a backend (WAV sink, WAV source; paced unless
+    ``backend_args`` say otherwise) and the harnesses opened on it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *backend_args: str) -> None:
         sources = root / "sources"
         sources.mkdir()
         write_wav(str(sources / "source.wav"), FMT, CH, RATE, SOURCE)
         self.out = root / "out"
         self.out.mkdir()
         self.sim = Sim(root)
-        self.backend: Proc = self.sim.backend(root, "--sink", f"wav:{self.out}",
+        self.backend: Proc = self.sim.backend(root, *backend_args, "--sink", f"wav:{self.out}",
                                               "--source", f"wav:{sources}")
         self.harnesses: list[IoplugHarness] = []
         self._wavs_before: dict[int, int] = {}
@@ -235,30 +235,23 @@ def test_riding_capture_on_an_unpaced_backend_loses_nothing(tmp_path: Path) -> N
     the plugin's READs, not a clock, decide what is overwritten: reading
     ahead past the buffer for a riding client overwrote frames it had not
     read (the soak's capture: 722,944 mismatched samples in a minute)."""
-    sources = tmp_path / "sources"
-    sources.mkdir()
-    write_wav(str(sources / "source.wav"), FMT, CH, RATE, SOURCE)
-    sim = Sim(tmp_path)
+    unpaced = Rig(tmp_path, "--unpaced")
     try:
-        sim.backend(tmp_path, "--unpaced", "--sink", "null", "--source", f"wav:{sources}")
-        h = IoplugHarness(transport="sim", sim_dir=sim.dir, domid=1, timeout=2, capture=True)
-        try:
-            h.hw_params(FMT, CH, RATE, period=1024, buffer=4096)
-            h.sw_params(stop_threshold=h.boundary)
-            h.start()
-            got = b""
-            for _ in range(16):
-                got += h.readi(1024)
-                # A client busy elsewhere for a while, the plugin still polled
-                # (as a sound server's other work does): nothing may be lost.
-                busy_until = time.monotonic() + 0.02
-                while time.monotonic() < busy_until:
-                    h.poll(0.005)
-            same_audio(got, SOURCE[:16 * 1024 * FB])
-        finally:
-            h.close()
+        h = unpaced.open(capture=True)
+        h.hw_params(FMT, CH, RATE, period=1024, buffer=4096)
+        h.sw_params(stop_threshold=h.boundary)
+        h.start()
+        got = b""
+        for _ in range(16):
+            got += h.readi(1024)
+            # A client busy elsewhere for a while, the plugin still polled
+            # (as a sound server's other work does): nothing may be lost.
+            busy_until = time.monotonic() + 0.02
+            while time.monotonic() < busy_until:
+                h.poll(0.005)
+        same_audio(got, SOURCE[:16 * 1024 * FB])
     finally:
-        sim.stop()
+        unpaced.stop()
 
 
 def test_rewind_then_rewrite_plays_the_new_frames(rig: Rig) -> None:
