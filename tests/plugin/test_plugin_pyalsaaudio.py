@@ -229,17 +229,17 @@ print("ok=1")
 '''
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "deadlock: the plugin's callbacks take the GIL while alsa-lib holds the PCM mutex; "
-    "a host thread that holds the GIL and calls snd_pcm_state() (pyalsaaudio's "
-    "PCM.state() does not release the GIL) waits for that mutex forever"))
-def test_pyalsaaudio_state_from_another_thread_while_playing(pvenv: PvEnv) -> None:
+def test_pyalsaaudio_state_from_another_thread_without_alsa_lock(pvenv: PvEnv) -> None:
     play = make_signal(PcmFormat.S16_LE, 2, RATE // 2, seed=25)
     raw = pvenv.root / "play.raw"
     raw.write_bytes(play)
     script = pvenv.root / "monitor.py"
     script.write_text(MONITOR)
-    c = pvenv.run([sys.executable, str(script), str(raw)], timeout=6, check=False)
+    # The host's fix for the known limit (README): without alsa-lib's per-PCM
+    # lock a GIL-holding state() cannot wait on a writer that waits for the GIL.
+    # With the lock the deadlock is a race (most runs miss it), so it is not a test.
+    c = pvenv.run([sys.executable, str(script), str(raw)], timeout=6, check=False,
+                  env={"LIBASOUND_THREAD_SAFE": "0"})
     assert c.rc == 0 and "ok=1" in c.output, \
         f"exit {c.rc} after {c.seconds:.1f} s (killed at 6 s means a hang):\n{c.output}"
     info, got = read_wav(str(pvenv.played()[-1]))

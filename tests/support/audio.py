@@ -80,11 +80,20 @@ def dominant_frequency(x: np.ndarray, rate: int) -> tuple[float, float]:
 def best_played(played: Callable[[], list[Path]], ref: np.ndarray, rate: int,
                 timeout: float = 10) -> tuple[int, float, str]:
     """Once one of the WAVs ``played()`` lists holds as many bytes as ``ref``
-    (frames x channels), (lag, normalized correlation, WAV) of the one of
-    ``ref``'s channel count and ``rate`` where ``ref`` aligns best."""
+    (frames x channels), or all of them do between them and have stopped
+    growing, (lag, normalized correlation, WAV) of the one of ``ref``'s channel
+    count and ``rate`` where ``ref`` aligns best; (-1, 0.0, "") when none holds
+    all of ``ref`` (an xrun recovery splits a take across WAVs:
+    ``played_pieces`` judges those)."""
+    sizes: list[int] = []
+
     def enough() -> bool:
-        return any(len(read_wav(str(p))[1]) >= ref.nbytes for p in played())
-    wait_until(enough, timeout, "the backend's WAV with the played signal")
+        now = [len(read_wav(str(p))[1]) for p in played()]
+        settled = now == sizes
+        sizes[:] = now
+        return max(now, default=0) >= ref.nbytes or (settled and sum(now) >= ref.nbytes)
+    # a WAV that grew within the last interval is still being played into
+    wait_until(enough, timeout, "the backend's WAVs with the played signal", interval=0.3)
     best: tuple[int, float, str] = (-1, 0.0, "")
     for p in played():
         info, got = read_samples(p)
