@@ -51,7 +51,7 @@ SERIAL_CAP = 8 << 20  # bytes of console log kept
 
 VSND = ("vsnd = [ [ 'CARD, short-name=pvplug, long-name=pvplug real-Xen harness, "
         "sample-rates=44100;48000, sample-formats=s16_le;f32_le, channels-min=1, channels-max=2, "
-        "buffer-size=262144', 'PCM, name=main', 'STREAM, unique-id=pb0, type=p', "
+        "buffer-size=524288', 'PCM, name=main', 'STREAM, unique-id=pb0, type=p', "
         "'STREAM, unique-id=cap0, type=c' ] ]")
 
 
@@ -143,9 +143,13 @@ def write_wav(path: Path, fmt: PcmFormat, data: bytes) -> None:
 SCENARIO = f"""
 SCENARIO=basic+faults
 scenario() {{
-  step play_s16 aplay -q -D pvplug /opt/play-s16.wav
-  step play_f32 aplay -q -D pvplug /opt/play-f32.wav
-  step capture arecord -q -D pvplug -f S16_LE -c {CHANNELS} -r {RATE} -s {CAPTURE_FRAMES} -t wav /tmp/cap.wav
+  # Each checked take fits in the buffer (up to 1.6 s; the card allows 512 KiB): the domU
+  # runs under TCG on a shared host and can stall for half a second, which must not be
+  # an xrun in a take that checks bit-exactness.  long.wav (4 s) still streams.
+  WHOLE=--buffer-time=1600000
+  step play_s16 aplay -q $WHOLE -D pvplug /opt/play-s16.wav
+  step play_f32 aplay -q $WHOLE -D pvplug /opt/play-f32.wav
+  step capture arecord -q $WHOLE -D pvplug -f S16_LE -c {CHANNELS} -r {RATE} -s {CAPTURE_FRAMES} -t wav /tmp/cap.wav
   [ -f /tmp/cap.wav ] && dump capture /tmp/cap.wav
   [ "$FAULTS" = 1 ] || return 0
   # fault 1: the client is killed (SIGKILL) mid-stream; the next aplay must play
@@ -153,7 +157,7 @@ scenario() {{
   step wait_kill python3 /opt/xsw.py wait device/vsnd/0/state 4 30
   sleep 1   # deliberately mid-stream: about 1 s into a 4 s file
   kill -9 $P; wait $P; echo "PVPLUG-DOMU: killed-aplay rc=$?"
-  step after_kill aplay -q -D pvplug /opt/after-kill.wav
+  step after_kill aplay -q $WHOLE -D pvplug /opt/after-kill.wav
   # fault 2: dom0 kills (SIGKILL) and restarts the backend mid-stream; a new aplay must play
   timeout 60 aplay -q -D pvplug /opt/long.wav > /tmp/orphan.log 2>&1 & P=$!
   step wait_restart python3 /opt/xsw.py wait device/vsnd/0/state 4 30
@@ -161,13 +165,13 @@ scenario() {{
   python3 /opt/xsw.py write data/pvplug-restart 1
   step restarted python3 /opt/xsw.py wait data/pvplug-restart 2 30
   wait $P; echo "PVPLUG-DOMU: orphaned-aplay rc=$?"; head -c 2000 /tmp/orphan.log | sed "s/^/[orphaned-aplay] /"
-  step after_restart aplay -q -D pvplug /opt/after-restart.wav
+  step after_restart aplay -q $WHOLE -D pvplug /opt/after-restart.wav
   [ "$KFRONT" = 1 ] && kernel_frontend
   [ "$HDA" = 1 ] || return 0
   # the backend's ALSA sink: dom0 restarts it on QEMU's Intel HDA; the host checks QEMU's WAV
   python3 /opt/xsw.py write data/pvplug-restart alsa
   step restarted_alsa python3 /opt/xsw.py wait data/pvplug-restart 2 30
-  step play_hda aplay -q -D pvplug /opt/play-hda.wav
+  step play_hda aplay -q $WHOLE -D pvplug /opt/play-hda.wav
 }}
 kernel_frontend() {{
   # Linux's snd_xen_front takes vsnd 0: the plugin must refuse the device, our backend must
@@ -179,7 +183,7 @@ kernel_frontend() {{
   step kfront_play aplay -q -D hw:0,0 /opt/kfront.wav
   echo vsnd-0 > /sys/bus/xen/drivers/vsnd/unbind; echo "PVPLUG-DOMU: kfront-unbind rc=$?"
   dmesg | grep -i -e xen_snd -e vsnd -e snd | tail -n 20 | sed "s/^/[dmesg] /"
-  step after_unbind aplay -q -D pvplug /opt/after-unbind.wav
+  step after_unbind aplay -q $WHOLE -D pvplug /opt/after-unbind.wav
 }}
 """
 

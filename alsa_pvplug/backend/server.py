@@ -401,6 +401,10 @@ class BackendStream:
     def _close_stream(self) -> None:
         if not self.opened:
             return
+        xruns = getattr(self.device, "xruns", 0)
+        if xruns:  # the card ran dry (or over) under us: a gap the guest cannot see
+            logger.info("%s: the device %s %d times", self.label,
+                        "overran" if self.cfg.is_capture else "underran", xruns)
         for h in (self.sink, self.source):
             if h is not None:
                 _quietly(h.close)

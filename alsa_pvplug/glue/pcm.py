@@ -304,7 +304,14 @@ class PvPcm:
             view = memoryview(data).cast("B")[:frames * g.frame_bytes]
             now = time.monotonic()
             if self.capture:
-                self.stream.read_at(m.appl, view)
+                start = m.appl
+                self.stream.read_at(start, view)
+                # The backend may have lapped what was just copied (the client
+                # fell a buffer behind since its last pointer): not data.
+                if m.running and m.lapped(self._sync(time.monotonic()), start):
+                    m.xrun()
+                    raise Xrun(f"{self.stream.name}: overrun, frames at {start} were "
+                               "overwritten before they were read")
                 m.appl += frames  # ioplug moves appl_ptr by what we return
                 self._rearm(now)
                 return frames

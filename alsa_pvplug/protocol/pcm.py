@@ -194,6 +194,23 @@ class PcmModel:
     def avail(self) -> int:
         return self.hw - self.appl if self.capture else self.buffer - (self.appl - self.hw)
 
+    def recorded(self, now: float) -> int:
+        """Capture: how far the backend has recorded at ``now`` (its reports,
+        carried on by the clock).  The pointer stops at what READs confirmed,
+        but the backend records on: frames a buffer or more behind this are
+        already overwritten in the shared buffer, confirmed or not."""
+        pos = max(self.reported, self.data_end)
+        if self.running and self.clock.running:
+            pos = max(pos, self.clock.estimate(now))
+        return pos
+
+    def lapped(self, now: float, start: int) -> bool:
+        """Capture: the frame at ``start`` has been overwritten by the next
+        lap (a client that fell a buffer behind), unless the client rides
+        through overruns (stop_threshold >= boundary), as on hardware."""
+        return self.capture and self.stop_threshold < self.boundary \
+            and self.recorded(now) - start >= self.buffer
+
     def check_running(self, now: float, overrun: bool = False) -> None:
         """Xrun and stall rules for a running stream (after ``position``).
 
@@ -208,6 +225,10 @@ class PcmModel:
         if self.state != PcmState.RUNNING:
             return
         riding = self.stop_threshold >= self.boundary
+        if self.lapped(now, self.appl):
+            self.state = PcmState.XRUN
+            raise Xrun(f"overrun (the backend recorded {self.recorded(now) - self.appl} frames "
+                       f"past the application in a {self.buffer}-frame buffer)")
         if not riding and (self.avail() >= self.stop_threshold or overrun):
             self.state = PcmState.XRUN
             what = "overrun" if self.capture else "underrun"

@@ -217,6 +217,27 @@ def test_capture_never_returns_overwritten_frames(rig: Rig) -> None:
         same_audio(got, SOURCE[:2048 * FB])
 
 
+def test_capture_a_buffer_behind_the_backend_is_an_overrun(rig: Rig) -> None:
+    """The client stops reading for longer than the buffer: the READs were
+    answered (read-ahead confirmed a buffer less a period), so the pointer's
+    avail stays below the buffer, but the backend has recorded over those
+    frames since.  The next read is an overrun (-EPIPE, state XRUN), never
+    the next lap's frames handed out as these.  (The sleep is a lower bound:
+    a busy machine only makes the backend further ahead.)"""
+    h = rig.open(capture=True)
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=4096)
+    got = h.readi(1024)  # starts the stream
+    same_audio(got, SOURCE[:1024 * FB])
+    time.sleep(3 * 4096 / RATE)
+    try:
+        got = h.readi(1024)
+    except PvSndError as exc:
+        assert exc.errno == errno.EPIPE, exc
+        assert h.state == State.XRUN
+    else:
+        same_audio(got, SOURCE[1024 * FB:2048 * FB])  # only a backend that did not move
+
+
 def test_riding_capture_runs_on_past_a_full_buffer(rig: Rig) -> None:
     """stop_threshold = boundary: a client that does not read for longer
     than the buffer is not stopped; avail reaches the buffer (a paced

@@ -121,3 +121,37 @@ class TestCapture:
         r.position(10.3)
         r.check_running(10.3, overrun=True)  # the kernel keeps going; so do we
         assert r.avail() == BUFFER * 3 > BUFFER
+
+    def test_a_client_a_buffer_behind_the_recording_is_an_overrun(self) -> None:
+        # The READs confirmed only what read-ahead allows (a buffer less a
+        # period), so the pointer's avail never reaches the buffer; the
+        # backend's reports say it recorded a whole buffer past the client.
+        m = model(capture=True)
+        m.start(10.0)
+        m.observe(BUFFER - PERIOD, 10.0 + (BUFFER - PERIOD) / RATE, BUFFER - PERIOD, 10.07)
+        m.position(10.07)
+        m.check_running(10.07)  # 3072 frames behind: still data
+        assert not m.lapped(10.07, 0)
+        m.observe(BUFFER, 10.0 + BUFFER / RATE, BUFFER - PERIOD, 10.09)
+        m.position(10.09)
+        assert m.avail() == BUFFER - PERIOD < m.stop_threshold
+        assert m.lapped(10.09, 0) and not m.lapped(10.09, PERIOD)
+        with pytest.raises(Xrun, match="recorded 4096 frames past the application"):
+            m.check_running(10.09)
+        assert m.state == PcmState.XRUN
+
+    def test_the_clock_carries_the_recording_past_a_late_report(self) -> None:
+        # Reports arrive a period apart: between them the backend records on.
+        m = model(capture=True)
+        m.start(10.0)
+        for k in range(1, 4):
+            m.observe(k * PERIOD, 10.0 + k * PERIOD / RATE, k * PERIOD, 10.0 + k * PERIOD / RATE)
+        later = 10.0 + (BUFFER + PERIOD // 2) / RATE  # no report for the last 1.5 periods
+        assert m.lapped(later, 0)
+
+    def test_a_client_riding_through_overruns_is_never_lapped(self) -> None:
+        r = model(capture=True, stop=BOUNDARY)
+        r.start(10.0)
+        r.observe(BUFFER * 3, 10.3, BUFFER - PERIOD, 10.3)
+        assert not r.lapped(10.3, 0)
+        r.check_running(10.3)
