@@ -307,11 +307,12 @@ class PvPcm:
                 start = m.appl
                 self.stream.read_at(start, view)
                 # The backend may have lapped what was just copied (the client
-                # fell a buffer behind since its last pointer): not data.
+                # fell a buffer behind since its last pointer).  An error here
+                # would be fatal to mmap clients (JACK: avail_update fails with
+                # the state still RUNNING); the next pointer says xrun instead,
+                # as the kernel finds an xrun at its next hw_ptr update.
                 if m.running and m.lapped(self._sync(time.monotonic()), start):
                     m.xrun()
-                    raise Xrun(f"{self.stream.name}: overrun, frames at {start} were "
-                               "overwritten before they were read")
                 m.appl += frames  # ioplug moves appl_ptr by what we return
                 self._rearm(now)
                 return frames
