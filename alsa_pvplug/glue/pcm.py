@@ -166,8 +166,7 @@ class PvPcm:
         frames, as the kernel would; any other never gets that far."""
         m = self.model
         if m is not None and self.capture:
-            riding = m.stop_threshold >= m.boundary
-            self.stream.ride_ahead = 2 * m.buffer if riding else 0
+            self.stream.ride_ahead = 2 * m.buffer if m.riding else 0
 
     def sw_params(self, avail_min: int, start_threshold: int, stop_threshold: int,
                   boundary: int) -> None:
@@ -356,7 +355,7 @@ class PvPcm:
             raise
 
     def _check_model(self, m: PcmModel, now: float, overrun: bool) -> None:
-        if overrun and m.stop_threshold >= m.boundary:
+        if overrun and m.riding:
             self.stream.forgive_overruns()  # riding through: the kernel would too
             overrun = False
         m.check_running(now, overrun=overrun)

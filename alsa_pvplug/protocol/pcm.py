@@ -160,6 +160,12 @@ class PcmModel:
     def running(self) -> bool:
         return self.state in (PcmState.RUNNING, PcmState.DRAINING)
 
+    @property
+    def riding(self) -> bool:
+        """stop_threshold >= boundary: no xrun stops the stream (the kernel's
+        rule); capture overwrites the oldest frames, playback goes dry."""
+        return self.stop_threshold >= self.boundary
+
     # -- what the stream says ----------------------------------------------------
     def observe(self, reported: int, seen_at: float | None, data_end: int, now: float) -> None:
         """The stream's counters: its latest report (taken off the event ring
@@ -208,8 +214,7 @@ class PcmModel:
         """Capture: the frame at ``start`` has been overwritten by the next
         lap (a client that fell a buffer behind), unless the client rides
         through overruns (stop_threshold >= boundary), as on hardware."""
-        return self.capture and self.stop_threshold < self.boundary \
-            and self.recorded(now) - start >= self.buffer
+        return self.capture and not self.riding and self.recorded(now) - start >= self.buffer
 
     def check_running(self, now: float, overrun: bool = False) -> None:
         """Xrun and stall rules for a running stream (after ``position``).
@@ -224,12 +229,11 @@ class PcmModel:
         """
         if self.state != PcmState.RUNNING:
             return
-        riding = self.stop_threshold >= self.boundary
         if self.lapped(now, self.appl):
             self.state = PcmState.XRUN
             raise Xrun(f"overrun (the backend recorded {self.recorded(now) - self.appl} frames "
                        f"past the application in a {self.buffer}-frame buffer)")
-        if not riding and (self.avail() >= self.stop_threshold or overrun):
+        if not self.riding and (self.avail() >= self.stop_threshold or overrun):
             self.state = PcmState.XRUN
             what = "overrun" if self.capture else "underrun"
             raise Xrun(f"{what} (avail {self.avail()} >= stop_threshold {self.stop_threshold}"
