@@ -31,6 +31,8 @@ int pvplug_fast_delay(struct pvplug_fast *f, unsigned long appl_mod, double now,
 int pvplug_fast_ready(struct pvplug_fast *f, unsigned long appl_mod, double now);
 long pvplug_fast_transfer(struct pvplug_fast *f, unsigned long appl_mod, const char *src,
                           unsigned long frames, double now);
+void pvplug_fast_claim(struct pvplug_fast *f);
+void pvplug_fast_unclaim(struct pvplug_fast *f);
 
 uint32_t pvplug_load_u32(const void *base, size_t off);
 void pvplug_store_u32(void *base, size_t off, uint32_t val);

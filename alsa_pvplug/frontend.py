@@ -450,6 +450,7 @@ class Stream:
         self.period_frames = 0
         self.start_threshold = 0
         self.cur_pos_events = 0  # CUR_POS events applied over the stream's life
+        self.outside_writes = 0  # WRITEs sent outside Python (the C fast path), adopted
         self.violations = 0      # impossible reports over the stream's life
         self.giveup = GiveUp(self.name)
         #: what the stream was last opened with (open's arguments): a stream
@@ -473,6 +474,9 @@ class Stream:
         self.ride_ahead = 0
         #: CUR_POS notifications unmask their port (set_event_wakes)
         self.event_wakes = True
+        #: set by a user that lets C copy and send WRITEs behind our back
+        #: (glue/pcm.py): takes that in; called before we touch the ring
+        self.outside: Callable[[], None] | None = None
         self._event_held = False
         self._reset_positions()
 
@@ -492,6 +496,7 @@ class Stream:
 
     # -- rings (called by Card) --------------------------------------------
     def _alloc_rings(self, sharer: GrantSharer, evtchn: EventChannel, be_domid: int) -> None:
+        self._take_outside()
         self.ring_pages = sharer.share_pages(be_domid, 1, writable=True)
         self.evt_pages = sharer.share_pages(be_domid, 1, writable=True)
         ops = self.card.transport.index_ops
@@ -504,6 +509,7 @@ class Stream:
         self._error = None
 
     def _forget_requests(self) -> None:
+        self._take_outside()
         self.proto.reset()
         self._ranges.clear()
         self._sent_at.clear()
@@ -511,6 +517,7 @@ class Stream:
 
     def _drop(self, evtchn: EventChannel | None) -> None:
         """Release rings, ports and buffer (connection gone).  Never raises."""
+        self._take_outside()
         self._unshare_buffer()
         self._unshare(self.ring_pages, self.evt_pages)
         self.ring_pages = self.evt_pages = None
@@ -553,6 +560,7 @@ class Stream:
         positions, send what is due (a coalesced WRITE, capture READs).
         Shared memory only, unless a request goes out.  Never raises: errors
         wait for ``check``."""
+        self._take_outside()
         if self.ring is None:
             return
         if self.proto.outstanding:
@@ -704,7 +712,12 @@ class Stream:
         self.card.ensure_connected()
         self.check()
 
+    def _take_outside(self) -> None:
+        if self.outside is not None:
+            self.outside()
+
     def _submit(self, req: Any) -> None:
+        self._take_outside()
         assert self.ring is not None and self.card.evtchn is not None
         self.ring.put_request(sndif.encode_request(req))
         if self.ring.push_requests():
@@ -1040,13 +1053,57 @@ class Stream:
     def _runs_low_at(self) -> float:
         """When what the backend was sent falls below half a period (and
         FLUSH_MARGIN) of play, at the rate, from its last report."""
-        if self.proto.state != StreamState.RUNNING:
+        return self.runs_low_base() + self.sent / self.rate if self.rate else math.inf
+
+    def runs_low_base(self) -> float:
+        """``_runs_low_at`` less ``sent / rate``: the part that sending more
+        does not move (inf: never)."""
+        if self.proto.state != StreamState.RUNNING or not self.rate:
             return math.inf
         seen = self.pos_seen_at if self.pos_seen_at is not None else self._started_at
         if seen is None:
             return math.inf
         cushion = self.period_frames / 2 + self.rate * FLUSH_MARGIN
-        return seen + (self.sent - cushion - self.reported) / self.rate
+        return seen - (cushion + self.reported) / self.rate
+
+    def outside_ids(self) -> list[int]:
+        """Request ids a sender outside Python (the C fast path) may use for
+        WRITEs now, in order; none while only we may send (not running, a
+        control request or an error pending, no free slot)."""
+        if self.capture or self.ring is None or self.proto.state != StreamState.RUNNING \
+                or self.proto.control_in_flight or self._error is not None \
+                or self._unanswered or self.card.lost is not None:
+            return []
+        return self.proto.next_ids(self._data_slots())
+
+    def adopt_sent(self, writes: list[tuple[int, int, int]], req_prod: int, at: float,
+                   renotify: bool) -> None:
+        """WRITEs (id, start, end) were put on the ring and pushed outside
+        Python (ids from ``outside_ids``, in order), leaving ``req_prod``
+        published, at ``at``: track them as ours.  ``renotify``: the
+        sender's notify found the channel changed, so notify again."""
+        assert self.ring is not None
+        try:
+            self.ring.adopt_pushed(len(writes), req_prod)
+        except LocalProtocolError as exc:
+            self._fail(exc)
+            return
+        for rid, start, end in writes:
+            off = start % self.buffer_frames * self.frame_bytes
+            req = self.proto.rw(Op.WRITE, off, (end - start) * self.frame_bytes)
+            if req.id != rid:
+                self._fail(LocalProtocolError(
+                    f"{self.name}: a WRITE sent with id {rid}, {req.id} expected"))
+            self._ranges[req.id] = (Op.WRITE, start, end)
+            self._sent_at[req.id] = at
+        self.outside_writes += len(writes)
+        self.sent = max(self.sent, writes[-1][2]) if writes else self.sent
+        self._last_submit = max(self._last_submit, at)
+        if renotify and self.card.evtchn is not None:
+            try:
+                self.card.evtchn.notify(self.req_port)
+            except PvSndError as exc:
+                self._fail(exc)
 
     def _maybe_flush(self, now: float) -> None:
         """One WRITE a period, or sooner for what has waited half a period or

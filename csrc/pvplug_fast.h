@@ -13,6 +13,13 @@
  * decision (a bound reached, an xrun, a stale model) back to Python by
  * returning -1.
  *
+ * A playback transfer also sends the period's WRITE itself when Python has
+ * handed it request ids and the event channel (the simulator's; a WRITE
+ * round trip through Python cost ~0.3 ms of the audio thread per period).
+ * Python takes in what C sent before it touches the ring again
+ * (glue/pcm.py _adopt_outside, under `claim`), and every adoption takes the
+ * ids back until Python publishes new ones.
+ *
  * Read by the compiler (pcm_pvplug.c, pvplug_native.h) and by cffi's cdef:
  * the struct definition below the marker line is plain C.
  */
@@ -22,7 +29,10 @@
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
+#include <sched.h>
+#include <sys/timerfd.h>
 #include <time.h>
+#include <unistd.h>
 
 /* cdef-begin */
 struct pvplug_fast {
@@ -48,8 +58,89 @@ struct pvplug_fast {
 	int64_t dirty_from;	/* first frame not announced by a WRITE, or -1 */
 	int64_t flush_frames;	/* this many unannounced frames: Python sends a WRITE */
 	double flush_at;	/* or from this time on */
+	/* WRITEs C sends (ring NULL or no ids left: Python sends them).  Only
+	 * touched under `claim`, not in the snapshot. */
+	char *ring;		/* the request ring's shared page */
+	const char *evt;	/* the event page: a CUR_POS there is Python's */
+	uint32_t req_prod;	/* next request index (Python's req_prod_pvt) */
+	uint32_t claim;		/* 1 while C or Python works on what follows */
+	uint32_t n_ids;		/* ids[0..n_ids): request ids C may use, in order */
+	uint32_t n_sent;	/* C used ids[0..n_sent) for these frames: */
+	uint16_t ids[4];	/* (Stream.MAX_DATA_IN_FLIGHT) */
+	int64_t sent_start[4];
+	int64_t sent_end[4];
+	double sent_at;		/* when C last sent */
+	double half_period;	/* s: a WRITE is due this long after the last */
+	double low_base;	/* or once the backend runs low, at */
+	double rate;		/*   low_base + end of what was sent / rate */
+	int32_t notify_lost;	/* the channel changed: Python notifies again */
+	int32_t peer_fd;	/* the simulated event channel (pvplug_evtchn_notify) */
+	const uint32_t *epoch_word;
+	uint32_t *peer;
+	uint32_t epoch;
+	/* the poll timer (glue/pcm.py _rearm), which a transfer here re-arms */
+	int32_t timer_fd;	/* -1: only Python arms it */
+	double armed;		/* when it was last armed for (0: disarmed) */
+	int64_t period;
+	double wake_min;	/* s: no wake sooner than this after now */
+	double wake_max;	/*    nor later */
 };
 /* cdef-end */
+
+/* The simulated event channels' state bits (pvplug_native.h). */
+#define PVPLUG_EVTCHN_PENDING	1u
+#define PVPLUG_EVTCHN_MASKED	2u
+
+/* The sndif ring (docs/protocol.md): a 64-octet header (req_prod, req_event,
+ * ...), then 32 slots of 64 octets; a READ/WRITE request is id (u16),
+ * operation (u8), 5 reserved octets, offset and length (u32). */
+#define PVPLUG_RING_HEADER	64
+#define PVPLUG_RING_SLOTS	32
+#define PVPLUG_RING_REQ_EVENT	4
+#define PVPLUG_SLOT_SIZE	64
+#define PVPLUG_OP_WRITE		3
+
+/*
+ * xenevtchn_notify: if our port's epoch is still `expect`, set PENDING on
+ * the peer's word and, when that makes it newly pending and unmasked, write
+ * one byte to the peer's wake pipe.  Never blocks (O_NONBLOCK on our own
+ * description); a full pipe means the peer is awake anyway.  Returns 1 when
+ * the epoch moved on (the caller resyncs), else 0.  `peer` NULL: unbound,
+ * the notify is dropped as Xen's evtchn_send does.
+ */
+static int pvplug_evtchn_notify(const uint32_t *epoch, uint32_t expect,
+				uint32_t *peer, int peer_fd)
+{
+	uint32_t old;
+	char byte = 0;
+	ssize_t ret = 0;
+
+	if (__atomic_load_n(epoch, __ATOMIC_ACQUIRE) != expect)
+		return 1;
+	if (!peer)
+		return 0;
+	/* SEQ_CST: everything written before the notify (ring slots and
+	 * indexes) is visible to the peer once it sees the bit. */
+	old = __atomic_fetch_or(peer, PVPLUG_EVTCHN_PENDING, __ATOMIC_SEQ_CST);
+	if (!(old & (PVPLUG_EVTCHN_PENDING | PVPLUG_EVTCHN_MASKED)))
+		ret = write(peer_fd, &byte, 1);
+	(void)ret;
+	return 0;
+}
+
+/* Arm the timerfd for CLOCK_MONOTONIC time `when` (s; 0 disarms). */
+static int pvplug_timer_arm(int fd, double when)
+{
+	struct itimerspec its = { { 0, 0 }, { 0, 0 } };
+
+	if (when > 0) {
+		its.it_value.tv_sec = (time_t)when;
+		its.it_value.tv_nsec = (long)((when - (double)its.it_value.tv_sec) * 1e9);
+		if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+			its.it_value.tv_nsec = 1;
+	}
+	return timerfd_settime(fd, TFD_TIMER_ABSTIME, &its, NULL);
+}
 
 static double pvplug_now(void)
 {
@@ -81,6 +172,81 @@ static int pvplug_fast_snapshot(const struct pvplug_fast *f, struct pvplug_fast 
 	*out = *f;
 	__atomic_thread_fence(__ATOMIC_ACQUIRE);	/* copy /before/ re-check */
 	return __atomic_load_n(&f->seq, __ATOMIC_RELAXED) == s;
+}
+
+/* C's side of `claim`: never waits (Python may hold it: ask Python). */
+static int pvplug_fast_try_claim(struct pvplug_fast *f)
+{
+	uint32_t free_ = 0;
+
+	return __atomic_compare_exchange_n(&f->claim, &free_, 1, 0, __ATOMIC_ACQUIRE,
+					   __ATOMIC_RELAXED);
+}
+
+/* Python's side: C holds it for a few stores, never across a wait. */
+static void pvplug_fast_claim(struct pvplug_fast *f)
+{
+	while (!pvplug_fast_try_claim(f))
+		sched_yield();
+}
+
+static void pvplug_fast_unclaim(struct pvplug_fast *f)
+{
+	__atomic_store_n(&f->claim, 0, __ATOMIC_RELEASE);
+}
+
+static void pvplug_put_u32(char *p, uint32_t v) { memcpy(p, &v, 4); }
+
+/* Under `claim`: whether C may send WRITEs for frames [first, end) of the
+ * buffer (one, or two where it wraps), as Stream._send_writes would. */
+static int pvplug_fast_can_send(const struct pvplug_fast *f, int64_t first, int64_t end)
+{
+	int64_t off = first % f->buffer, cnt = end - first;
+	uint32_t pieces = off + cnt > f->buffer ? 2 : 1;
+
+	return f->ring && f->peer && f->n_sent + pieces <= f->n_ids && cnt > 0 &&
+	       cnt <= f->buffer && f->rate > 0;
+}
+
+/* Send them; 0, or -1 (nothing sent: C may not). */
+static int pvplug_fast_send(struct pvplug_fast *f, int64_t first, int64_t end, double now)
+{
+	int64_t off = first % f->buffer, cnt = end - first, piece;
+	uint32_t pieces = off + cnt > f->buffer ? 2 : 1, old, event, i;
+	char *slot;
+
+	if (!pvplug_fast_can_send(f, first, end))
+		return -1;
+	old = __atomic_load_n((uint32_t *)f->ring, __ATOMIC_RELAXED);
+	for (i = 0; i < pieces; i++) {
+		piece = i == 0 ? (off + cnt > f->buffer ? f->buffer - off : cnt)
+			       : cnt - (f->buffer - off);
+		slot = f->ring + PVPLUG_RING_HEADER +
+		       (f->req_prod % PVPLUG_RING_SLOTS) * PVPLUG_SLOT_SIZE;
+		memset(slot, 0, PVPLUG_SLOT_SIZE);
+		memcpy(slot, &f->ids[f->n_sent], 2);
+		slot[2] = PVPLUG_OP_WRITE;
+		pvplug_put_u32(slot + 8, (uint32_t)(first % f->buffer * f->frame_bytes));
+		pvplug_put_u32(slot + 12, (uint32_t)(piece * f->frame_bytes));
+		f->sent_start[f->n_sent] = first;
+		f->sent_end[f->n_sent] = first + piece;
+		f->n_sent++;
+		f->req_prod++;
+		first += piece;
+	}
+	/* ring.h RING_PUSH_REQUESTS_AND_CHECK_NOTIFY: frames and requests
+	 * before the index, the index before looking at req_event. */
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	__atomic_store_n((uint32_t *)f->ring, f->req_prod, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	event = __atomic_load_n((uint32_t *)(f->ring + PVPLUG_RING_REQ_EVENT), __ATOMIC_RELAXED);
+	if ((uint32_t)(f->req_prod - event) < (uint32_t)(f->req_prod - old) &&
+	    pvplug_evtchn_notify(f->epoch_word, f->epoch, f->peer, f->peer_fd))
+		f->notify_lost = 1;
+	f->dirty_from = -1;
+	f->sent_at = now;
+	f->flush_at = fmin(now + f->half_period, f->low_base + (double)end / f->rate);
+	return 0;
 }
 
 /* The snapshot, the absolute position and appl at `now`; -1: ask Python. */
@@ -119,15 +285,41 @@ static int64_t pvplug_fast_avail(const struct pvplug_fast *s, int64_t pos, int64
 	return s->capture ? pos - appl : s->buffer - (appl - pos);
 }
 
+/* Under `claim`: whether the event page holds events Python has not
+ * taken (in_prod != in_cons): a report is taken as soon as it is seen,
+ * because the time it is seen at is what the position clock fits. */
+static int pvplug_fast_events_pending(const struct pvplug_fast *f)
+{
+	return f->evt && __atomic_load_n((const uint32_t *)(f->evt + 4), __ATOMIC_ACQUIRE) !=
+			 __atomic_load_n((const uint32_t *)f->evt, __ATOMIC_RELAXED);
+}
+
+/* Send what waits for its WRITE; 0, or -1: Python does. */
+static int pvplug_fast_flush(struct pvplug_fast *f, double now)
+{
+	int ret = -1;
+
+	if (!pvplug_fast_try_claim(f))
+		return -1;
+	if (f->buf && f->dirty_from >= 0 && f->wr_end > f->dirty_from)
+		ret = pvplug_fast_send(f, f->dirty_from, f->wr_end, now);
+	pvplug_fast_unclaim(f);
+	return ret;
+}
+
 /* The position (absolute) if no decision is due, else -1; raises f->hw. */
 static int64_t pvplug_fast_position(struct pvplug_fast *f, unsigned long appl_mod,
 				    double now, struct pvplug_fast *s, int64_t *appl)
 {
 	int64_t pos, old;
 
-	if (pvplug_fast_eval(f, appl_mod, now, s, &pos, appl) < 0)
+	if (pvplug_fast_eval(f, appl_mod, now, s, &pos, appl) < 0 || !pvplug_fast_try_claim(f))
 		return -1;
-	if (s->dirty_from >= 0 && now >= s->flush_at)
+	old = pvplug_fast_events_pending(f);
+	pvplug_fast_unclaim(f);
+	if (old)
+		return -1;
+	if (s->dirty_from >= 0 && now >= s->flush_at && pvplug_fast_flush(f, now) < 0)
 		return -1;	/* frames copied here wait for their WRITE */
 	if (s->stop_threshold < s->boundary &&
 	    pvplug_fast_avail(s, pos, *appl) >= s->stop_threshold)
@@ -174,35 +366,75 @@ static int pvplug_fast_ready(struct pvplug_fast *f, unsigned long appl_mod, doub
 	return pvplug_fast_avail(&s, pos, appl) >= s.avail_min ? 1 : -1;
 }
 
-/* Copy `frames` frames for ALSA position appl_mod into the shared buffer
- * when that is all there is to do (no WRITE due, no rewind); returns frames,
- * or -1: Python does the transfer. */
+/* After a playback transfer: arm the poll timer for when avail reaches
+ * avail_min again, not before the next period boundary (PcmModel.next_wake,
+ * PvPcm._rearm), or leave it readable while the stream is ready. */
+static void pvplug_fast_rearm(struct pvplug_fast *f, const struct pvplug_fast *s,
+			      int64_t pos, int64_t appl, double now)
+{
+	int64_t target, boundary;
+	double due;
+
+	if (f->timer_fd < 0 || s->slope <= 0 || f->period <= 0)
+		return;
+	if (pvplug_fast_avail(s, pos, appl) >= s->avail_min) {
+		if (!(f->armed > 0 && f->armed <= now + 0.0001))
+			pvplug_timer_arm(f->timer_fd, f->armed = 1.0);
+		return;
+	}
+	target = appl - s->buffer + s->avail_min;
+	boundary = (pos / f->period + 1) * f->period;
+	if (target < boundary)
+		target = boundary;
+	due = ((double)target - s->intercept) / s->slope;
+	due = fmin(fmax(due, now + f->wake_min), now + f->wake_max);
+	if (f->dirty_from >= 0)
+		due = fmin(due, fmax(f->flush_at, now + 0.0005));
+	if (fabs(due - f->armed) > 0.0001)
+		pvplug_timer_arm(f->timer_fd, f->armed = due);
+}
+
+/* Copy `frames` frames for ALSA position appl_mod into the shared buffer,
+ * and send the WRITE when one is due and C may; returns frames, or -1:
+ * Python does the transfer (a rewind, a WRITE C may not send). */
 static long pvplug_fast_transfer(struct pvplug_fast *f, unsigned long appl_mod,
 				 const char *src, unsigned long frames, double now)
 {
 	struct pvplug_fast s;
-	int64_t pos, appl, first, off, n, done = 0;
+	int64_t pos, appl, first, end, off, n, done = 0;
+	long ret = -1;
+	int due;
 
 	if (pvplug_fast_eval(f, appl_mod, now, &s, &pos, &appl) < 0 || s.capture ||
-	    !s.buf || appl != s.wr_end || now >= s.flush_at)
+	    (int64_t)frames > s.buffer || !pvplug_fast_try_claim(f))
 		return -1;
-	first = s.dirty_from < 0 ? appl : s.dirty_from;
-	if (appl + (int64_t)frames - first >= s.flush_frames)
-		return -1;
+	/* The live fields: an adoption may have taken the buffer back. */
+	if (!f->buf || appl != f->wr_end)
+		goto out;
+	first = f->dirty_from < 0 ? appl : f->dirty_from;
+	end = appl + (int64_t)frames;
+	due = end - first >= f->flush_frames || now >= f->flush_at;
+	if (due && !pvplug_fast_can_send(f, first, end))
+		goto out;
 	while (done < (int64_t)frames) {
-		off = (appl + done) % s.buffer;
-		n = s.buffer - off;
+		off = (appl + done) % f->buffer;
+		n = f->buffer - off;
 		if (n > (int64_t)frames - done)
 			n = (int64_t)frames - done;
-		memcpy(s.buf + off * s.frame_bytes, src + done * s.frame_bytes,
-		       (size_t)(n * s.frame_bytes));
+		memcpy(f->buf + off * f->frame_bytes, src + done * f->frame_bytes,
+		       (size_t)(n * f->frame_bytes));
 		done += n;
 	}
-	/* Only this PCM's callbacks (serialised by alsa-lib) write these. */
 	f->dirty_from = first;
-	f->wr_end = appl + (int64_t)frames;
-	f->appl = appl + (int64_t)frames;
-	return (long)frames;
+	f->wr_end = end;
+	f->appl = end;
+	if (due)
+		pvplug_fast_send(f, first, end, now);
+	pvplug_fast_rearm(f, &s, pos, end, now);
+	ret = (long)frames;
+out:
+	pvplug_fast_unclaim(f);
+	return ret;
 }
 
 #endif /* PVPLUG_FAST_H */

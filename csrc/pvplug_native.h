@@ -103,8 +103,6 @@ static void *pvplug_map_fd(int fd, size_t pages, int writable)
  * slot 0 counts changes to the handle's ports, slot P is port P's epoch,
  * bumped when its channel connects or closes.
  */
-#define PVPLUG_EVTCHN_PENDING	1u
-#define PVPLUG_EVTCHN_MASKED	2u
 /* pvplug_evtchn_pending(): the epoch table changed, resync and call again. */
 #define PVPLUG_EVTCHN_SYNC	(-1000000L)
 /* Reads per wake fd and call (16 x 4 KiB: a full default pipe), so that a
@@ -154,33 +152,8 @@ static void pvplug_evtchn_wake_self(int self_fd)
 	(void)ret;	/* EAGAIN: the counter is huge, the fd is readable */
 }
 
-/*
- * xenevtchn_notify: if our port's epoch is still `expect`, set PENDING on
- * the peer's word and, when that makes it newly pending and unmasked, write
- * one byte to the peer's wake pipe.  Never blocks (O_NONBLOCK on our own
- * description); a full pipe means the peer is awake anyway.  Returns 1 when
- * the epoch moved on (the caller resyncs), else 0.  `peer` NULL: unbound,
- * the notify is dropped as Xen's evtchn_send does.
- */
-static int pvplug_evtchn_notify(const uint32_t *epoch, uint32_t expect,
-				uint32_t *peer, int peer_fd)
-{
-	uint32_t old;
-	char byte = 0;
-	ssize_t ret = 0;
-
-	if (__atomic_load_n(epoch, __ATOMIC_ACQUIRE) != expect)
-		return 1;
-	if (!peer)
-		return 0;
-	/* SEQ_CST: everything written before the notify (ring slots and
-	 * indexes) is visible to the peer once it sees the bit. */
-	old = __atomic_fetch_or(peer, PVPLUG_EVTCHN_PENDING, __ATOMIC_SEQ_CST);
-	if (!(old & (PVPLUG_EVTCHN_PENDING | PVPLUG_EVTCHN_MASKED)))
-		ret = write(peer_fd, &byte, 1);
-	(void)ret;
-	return 0;
-}
+/* xenevtchn_notify: pvplug_evtchn_notify, in pvplug_fast.h (the shim sends
+ * WRITEs with it too). */
 
 /*
  * xenevtchn_unmask: clear MASKED; a notify latched meanwhile makes the port
@@ -320,18 +293,7 @@ static int pvplug_timer_create(void)
 
 /* Fire at absolute monotonic time `when` (seconds); <= 0 disarms.  A time in
  * the past fires at once: the fd stays readable until re-armed. */
-static int pvplug_timer_arm(int fd, double when)
-{
-	struct itimerspec its = { { 0, 0 }, { 0, 0 } };
-
-	if (when > 0) {
-		its.it_value.tv_sec = (time_t)when;
-		its.it_value.tv_nsec = (long)((when - (double)its.it_value.tv_sec) * 1e9);
-		if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
-			its.it_value.tv_nsec = 1;
-	}
-	return timerfd_settime(fd, TFD_TIMER_ABSTIME, &its, NULL);
-}
+/* pvplug_timer_arm: in pvplug_fast.h (the shim re-arms too). */
 
 static int pvplug_close_fd(int fd)
 {

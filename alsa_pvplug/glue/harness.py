@@ -273,7 +273,10 @@ class IoplugHarness:
                     self.start()
                 done += n
         except PvSndError as exc:
-            self.last_error = exc  # alsa-lib, too, forgets it after a short count
+            # alsa-lib, too, forgets it after a short count; a state error
+            # keeps the callback error behind it (the backend's reason)
+            if exc.__cause__ is None or exc.__cause__ is not self.last_error:
+                self.last_error = exc
             if not done:
                 raise
         return done

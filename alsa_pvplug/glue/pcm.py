@@ -32,7 +32,7 @@ from ..errors import (
     PvSndError,
     Xrun,
 )
-from ..protocol.pcm import PcmModel, PcmState
+from ..protocol.pcm import MIN_WAKE, PcmModel, PcmState
 from ..protocol.sndif import (
     PcmFormat,
     sample_bytes,
@@ -107,13 +107,19 @@ class PvPcm:
         self.model: PcmModel | None = None
         self.access = alsa.ACCESS_RW_INTERLEAVED
         self._sw: tuple[int, int, int, int] | None = None
-        self._armed = 0.0
         self._reports_lead = False
         self._next_full = 0.0
         #: what the C shim answers pointer/delay/readiness from (pvplug_fast.h)
         self.fast = native_ffi.new("struct pvplug_fast *")
         self.fast_address = int(native_ffi.cast("uintptr_t", self.fast))
+        self.fast.timer_fd = self.timer_fd  # C re-arms it after its transfers
         self._buf_ref: tuple[Any, Any] | None = None  # the buffer C copies into
+        self._ring_ref: tuple[Any, Any] | None = None  # the ring C sends WRITEs on
+        self._evt_ref: tuple[Any, Any] | None = None  # the event page C looks at
+        self._notify_ref: Any = None  # keeps the channel C notifies valid
+        self._pub_wr_end: int | None = None  # wr_end as published (None: C copies nothing)
+        self._outside_on = False  # C may have copied or sent since we published
+        self.stream.outside = self._adopt_outside
         self._closed = False
 
     # -- what ALSA may ask for ---------------------------------------------
@@ -188,9 +194,14 @@ class PvPcm:
         self._closed = True
         try:
             with self.lock:
-                self.stream.close()
+                try:
+                    self.stream.close()
+                finally:
+                    self._adopt_outside()
+                    self.stream.outside = None
         finally:
             if self.timer_fd >= 0:
+                self.fast.timer_fd = -1
                 native.pvplug_close_fd(self.timer_fd)
                 self.timer_fd = -1
             self.lease.release()
@@ -420,16 +431,36 @@ class PvPcm:
 
     def _pull(self) -> None:
         """What the C fast path did since we last looked: the pointer it
-        handed out, the frames it copied."""
+        handed out, the frames it copied, the WRITEs it sent."""
         f, m = self.fast, self.model
-        if m is None:
+        if m is not None:
+            if f.hw > m.hw:
+                m.hw = f.hw
+            if self._pub_wr_end is not None and f.wr_end != self._pub_wr_end:
+                m.appl = f.wr_end
+        self._adopt_outside()
+
+    def _adopt_outside(self) -> None:
+        """Give the stream what C copied and sent since we published, and
+        take C's request ids and buffer back until we publish again.  The
+        stream calls this before it touches the ring, from whichever
+        thread holds the card's lock; `claim` keeps C out meanwhile."""
+        if not self._outside_on:
             return
-        if f.hw > m.hw:
-            m.hw = f.hw
-        if f.buf != native_ffi.NULL and f.wr_end != self.stream.appl:
-            st = self.stream
-            m.appl = f.wr_end
-            st.adopt_written(f.wr_end, f.dirty_from if f.dirty_from >= 0 else None)
+        f, st = self.fast, self.stream
+        native.pvplug_fast_claim(f)
+        try:
+            self._outside_on = False
+            if f.buf != native_ffi.NULL:
+                st.adopt_written(f.wr_end, f.dirty_from if f.dirty_from >= 0 else None)
+            if f.n_sent:
+                st.adopt_sent([(f.ids[i], f.sent_start[i], f.sent_end[i])
+                               for i in range(f.n_sent)], f.req_prod, f.sent_at,
+                              bool(f.notify_lost))
+            f.buf = f.ring = f.evt = native_ffi.NULL
+            f.n_ids = f.n_sent = f.notify_lost = 0
+        finally:
+            native.pvplug_fast_unclaim(f)
 
     def _publish(self, now: float) -> None:
         """Give the C fast path the model's line and bounds (pvplug_fast.h):
@@ -438,9 +469,11 @@ class PvPcm:
         native.pvplug_fast_begin(f)
         try:
             f.hw = 0 if m is None else m.hw
+            self._pub_wr_end = None
+            f.buf = f.ring = f.evt = native_ffi.NULL
+            f.n_ids = f.n_sent = 0
             if m is None or m.state != PcmState.RUNNING or not m.clock.running or m.dry:
                 f.enabled = 0
-                f.buf = native_ffi.NULL
                 return
             f.capture = int(self.capture)
             f.buffer, f.boundary, f.avail_min = m.buffer, m.boundary, m.avail_min
@@ -455,23 +488,51 @@ class PvPcm:
                 f.slope, f.intercept = clock.slope, clock.intercept
             until = now + FULL_SYNC_INTERVAL
             write_due = st.write_due()
-            # Valid until the next look, or until unannounced frames are due.
+            # Valid until the next look, or until unannounced frames are due
+            # (unless C may send them itself).
             f.valid_until = until if st.dirty_from is None else min(until, write_due)
             if not self.capture and st.buffer is not None and st.appl == m.appl:
                 if self._buf_ref is None or self._buf_ref[0] is not st.buffer:
                     self._buf_ref = (st.buffer, native_ffi.from_buffer(st.buffer.buf))
                 f.buf = native_ffi.cast("char *", self._buf_ref[1])
                 f.frame_bytes = st.frame_bytes
-                f.wr_end = st.appl
+                f.wr_end = self._pub_wr_end = st.appl
                 f.dirty_from = -1 if st.dirty_from is None else st.dirty_from
                 f.flush_frames = st.period_frames
                 # C may dirty the buffer itself: it needs the deadline now.
                 f.flush_at = write_due
-            else:
-                f.buf = native_ffi.NULL
+                f.period, f.wake_min, f.wake_max = m.period, MIN_WAKE, m.timeout
+                if self._publish_sender():
+                    f.valid_until = until
+                self._outside_on = True
+            if st.evt_pages is not None:
+                if self._evt_ref is None or self._evt_ref[0] is not st.evt_pages:
+                    self._evt_ref = (st.evt_pages, native_ffi.from_buffer(st.evt_pages.buf))
+                f.evt = native_ffi.cast("char *", self._evt_ref[1])
+                self._outside_on = True  # an adoption takes the page back
             f.enabled = 1
         finally:
             native.pvplug_fast_end(f)
+
+    def _publish_sender(self) -> bool:
+        """Let C send the WRITEs it copies for (pvplug_fast.h), where the
+        stream gives it request ids and the channel lets C notify."""
+        f, st, evtchn = self.fast, self.stream, self.card.evtchn
+        ids = st.outside_ids()[:len(f.ids)]
+        notify = evtchn.native_notify(st.req_port) if ids and evtchn is not None else None
+        if notify is None or st.ring is None or st.ring_pages is None:
+            return False
+        if self._ring_ref is None or self._ring_ref[0] is not st.ring_pages:
+            self._ring_ref = (st.ring_pages, native_ffi.from_buffer(st.ring_pages.buf))
+        f.ring = native_ffi.cast("char *", self._ring_ref[1])
+        f.req_prod = st.ring.req_prod_pvt
+        for i, rid in enumerate(ids):
+            f.ids[i] = rid
+        f.n_ids, f.n_sent, f.notify_lost = len(ids), 0, 0
+        f.half_period = st.period_frames / st.rate / 2
+        f.low_base, f.rate = st.runs_low_base(), st.rate
+        f.epoch_word, f.epoch, f.peer, f.peer_fd, self._notify_ref = notify
+        return True
 
     # -- poll ------------------------------------------------------------------
     def poll_revents(self, appl: int, fired: bool = True) -> int:
@@ -525,8 +586,13 @@ class PvPcm:
             return True  # the reports run ahead of the line (an unpaced backend)
         return m.hw >= min(m.data_end, m.reported + clock.slack)
 
+    @property
+    def _armed(self) -> float:
+        """When the timer was last armed for (by us, or by C's transfer)."""
+        return float(self.fast.armed)
+
     def _arm(self, when: float) -> None:
-        self._armed = when
+        self.fast.armed = when
         native.pvplug_timer_arm(self.timer_fd, when)
 
     def _rearm(self, now: float) -> None:

@@ -210,6 +210,24 @@ class FrontRing:
         event = ops.load(REQ_EVENT_OFF)
         return ((new - event) & _M) < ((new - old) & _M)
 
+    def adopt_pushed(self, count: int, published: int) -> None:
+        """``count`` requests were put and pushed by someone else sharing our
+        end (the plugin's C fast path), leaving the published ``req_prod``
+        at ``published``: take them in as our own.
+
+        Raises
+        ------
+        LocalProtocolError
+            ``published`` is not ``count`` past our own index, or more
+            requests would be outstanding than the ring holds (EBADFD).
+        """
+        new = (self.req_prod_pvt + count) & _M
+        if count < 0 or published & _M != new or ((new - self.rsp_cons) & _M) > RING_SIZE:
+            raise LocalProtocolError(
+                f"{count} requests adopted at req_prod_pvt={self.req_prod_pvt}, "
+                f"but req_prod is {published}")
+        self.req_prod_pvt = new
+
     def has_responses(self) -> bool:
         """ring.h RING_HAS_UNCONSUMED_RESPONSES: one load, nothing consumed."""
         return self._ops.load(RSP_PROD_OFF) != self.rsp_cons

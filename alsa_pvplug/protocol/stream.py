@@ -120,12 +120,25 @@ class StreamProtocol:
         if not allowed(state, what):
             raise LocalProtocolError(
                 f"{self.name}: {_label(what)} not allowed in state {state.name}")
-        rid = self._next_id
-        while rid in self._in_flight or rid in self._abandoned:
-            rid = (rid + 1) & 0xFFFF
+        rid = self.next_ids(1)[0]
         self._next_id = (rid + 1) & 0xFFFF
         self._in_flight[rid] = _InFlight(rid, operation, what)
         return rid
+
+    def next_ids(self, count: int) -> list[int]:
+        """The ids the next ``count`` requests will get, in order (for a
+        sender outside this object that ``rw`` then takes in)."""
+        out: list[int] = []
+        rid = self._next_id
+        for _ in range(0x10000):
+            if len(out) == count:
+                return out
+            if rid not in self._in_flight and rid not in self._abandoned:
+                out.append(rid)
+            rid = (rid + 1) & 0xFFFF
+        if len(out) == count:
+            return out
+        raise LocalProtocolError(f"{self.name}: no free request id")
 
     def open(self, rate: int, fmt: int, channels: int, buffer_sz: int,
              gref_directory: int, period_sz: int) -> OpenReq:

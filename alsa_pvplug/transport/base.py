@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..protocol.ring import IndexOps
 
@@ -89,6 +89,13 @@ class EventChannel(abc.ABC):
 
     @abc.abstractmethod
     def notify(self, port: int) -> None: ...
+
+    def native_notify(self, port: int) -> tuple[Any, int, Any, int, Any] | None:
+        """What C needs to notify ``port`` without Python: the simulator's
+        ``pvplug_evtchn_notify`` arguments (epoch word, epoch, peer word,
+        peer fd) and an object to hold while C may use them; None where
+        only :meth:`notify` can (real Xen, in memory)."""
+        return None
 
     @abc.abstractmethod
     def pending(self) -> int | None:

@@ -578,6 +578,13 @@ class SimEventChannel(EventChannel):
             if link is not None:
                 lib.pvplug_evtchn_notify(st.epoch_word, st.epoch, link.peer, link.wake_out)
 
+    def native_notify(self, port: int) -> tuple[Any, int, Any, int, Any] | None:
+        st = self._ports.get(port) if type(port) is int else None
+        link = st.link if st is not None else None
+        if st is None or link is None:
+            return None
+        return st.epoch_word, st.epoch, link.peer, link.wake_out, link
+
     def pending(self) -> int | None:
         func = "xenevtchn_pending"
         with self._lock:

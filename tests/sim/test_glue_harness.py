@@ -510,6 +510,21 @@ def test_poll_no_idle_wakeup_after_each_write(rig: Rig) -> None:
     h.drain()
 
 
+def test_steady_playback_writes_are_sent_by_the_shim(rig: Rig) -> None:
+    """Running, a period's transfer copies and sends its WRITE in C
+    (pvplug_fast.h); Python takes the WRITEs in as its own: nothing is lost,
+    nothing is sent twice, and the answers match."""
+    h = rig.open()
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=8192)
+    steady_playback(h, 0.4)
+    st = h.pcm.stream
+    assert st.outside_writes >= 5, st.outside_writes
+    played = h.appl_frames
+    h.drain()
+    assert st.outside_writes <= played // 1024 and st.acked == played
+    same_audio(rig.played(h), signal(int(RATE * 0.6) + h.buffer, seed=12)[:played * FB])
+
+
 def test_delay_consistent_with_avail_and_smooth(rig: Rig) -> None:
     h = rig.open()
     h.hw_params(FMT, CH, RATE, period=1024, buffer=8192)
