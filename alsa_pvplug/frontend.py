@@ -422,6 +422,9 @@ class Stream:
 
     #: data requests in flight at most (the ring holds 32)
     MAX_DATA_IN_FLIGHT = 4
+    #: counting those a sender outside Python (the C fast path) sent: we see
+    #: their answers only when we next look, so most of these are answered
+    MAX_OUTSIDE_IN_FLIGHT = 16
 
     def __init__(self, card: Card, config: StreamConfig) -> None:
         self.card = card
@@ -477,6 +480,9 @@ class Stream:
         #: set by a user that lets C copy and send WRITEs behind our back
         #: (glue/pcm.py): takes that in; called before we touch the ring
         self.outside: Callable[[], None] | None = None
+        #: and, given the event page's in_prod, when it first saw it (None:
+        #: it did not), which is then the time of the reports taken up to it
+        self.seen_outside: Callable[[int], float | None] | None = None
         self._event_held = False
         self._reset_positions()
 
@@ -648,6 +654,8 @@ class Stream:
         if not slots or self.proto.state == StreamState.CLOSED or not self.frame_bytes:
             return  # no stream instance; stale events are dropped at OPEN
         seen = time.monotonic()
+        if self.seen_outside is not None:
+            seen = min(seen, self.seen_outside(self.evt_ring.in_cons) or seen)
         tracker = self.proto.position
         for slot in slots:
             evt = sndif.decode_event(slot)
@@ -1074,7 +1082,13 @@ class Stream:
                 or self.proto.control_in_flight or self._error is not None \
                 or self._unanswered or self.card.lost is not None:
             return []
-        return self.proto.next_ids(self._data_slots())
+        free = self.ring.free_requests() - 1
+        return self.proto.next_ids(max(0, min(self.MAX_OUTSIDE_IN_FLIGHT - len(self._ranges),
+                                              free)))
+
+    def writes_in_flight(self) -> list[tuple[int, int]]:
+        """(id, end) of the WRITEs not answered yet, oldest first."""
+        return [(rid, rng[2]) for rid, rng in self._ranges.items() if rng[0] == Op.WRITE]
 
     def adopt_sent(self, writes: list[tuple[int, int, int]], req_prod: int, at: float,
                    renotify: bool) -> None:

@@ -66,9 +66,9 @@ struct pvplug_fast {
 	uint32_t claim;		/* 1 while C or Python works on what follows */
 	uint32_t n_ids;		/* ids[0..n_ids): request ids C may use, in order */
 	uint32_t n_sent;	/* C used ids[0..n_sent) for these frames: */
-	uint16_t ids[4];	/* (Stream.MAX_DATA_IN_FLIGHT) */
-	int64_t sent_start[4];
-	int64_t sent_end[4];
+	uint16_t ids[16];	/* (Stream.MAX_OUTSIDE_IN_FLIGHT) */
+	int64_t sent_start[16];
+	int64_t sent_end[16];
 	double sent_at;		/* when C last sent */
 	double half_period;	/* s: a WRITE is due this long after the last */
 	double low_base;	/* or once the backend runs low, at */
@@ -84,6 +84,19 @@ struct pvplug_fast {
 	int64_t period;
 	double wake_min;	/* s: no wake sooner than this after now */
 	double wake_max;	/*    nor later */
+	/* Reports and answers Python has not taken yet still move the
+	 * pointer's bound (hi): at most `slack` past the newest report C sees,
+	 * never past the newest answered WRITE.  Under `claim`. */
+	int64_t reported;	/* the last report Python took (frames) */
+	int64_t slack;
+	int64_t data_end;	/* the end of the WRITEs answered when Python looked */
+	uint32_t rsp_cons;	/* Python's consumer index of the ring */
+	uint32_t n_wr;		/* WRITEs in flight (ids, ends), Python's and C's */
+	uint16_t wr_ids[16];
+	int64_t wr_ends[16];
+	uint32_t evt_seen_prod;	/* the event page's in_prod when C first saw it, */
+	uint32_t pad3;
+	double evt_seen_at;	/* and when (the report's time for the clock fit) */
 };
 /* cdef-end */
 
@@ -97,6 +110,9 @@ struct pvplug_fast {
 #define PVPLUG_RING_HEADER	64
 #define PVPLUG_RING_SLOTS	32
 #define PVPLUG_RING_REQ_EVENT	4
+#define PVPLUG_RING_RSP_PROD	8
+#define PVPLUG_EVT_SLOTS	63	/* the event page: 63 slots after its header */
+#define PVPLUG_EVT_CUR_POS	0
 #define PVPLUG_SLOT_SIZE	64
 #define PVPLUG_OP_WRITE		3
 
@@ -230,6 +246,10 @@ static int pvplug_fast_send(struct pvplug_fast *f, int64_t first, int64_t end, d
 		pvplug_put_u32(slot + 12, (uint32_t)(piece * f->frame_bytes));
 		f->sent_start[f->n_sent] = first;
 		f->sent_end[f->n_sent] = first + piece;
+		if (f->n_wr < 16) {	/* its answer may raise the pointer's bound */
+			f->wr_ids[f->n_wr] = f->ids[f->n_sent];
+			f->wr_ends[f->n_wr++] = first + piece;
+		}
 		f->n_sent++;
 		f->req_prod++;
 		first += piece;
@@ -248,6 +268,8 @@ static int pvplug_fast_send(struct pvplug_fast *f, int64_t first, int64_t end, d
 	f->flush_at = fmin(now + f->half_period, f->low_base + (double)end / f->rate);
 	return 0;
 }
+
+static int64_t pvplug_fast_seen_hi(const struct pvplug_fast *f, int64_t hi);
 
 /* The snapshot, the absolute position and appl at `now`; -1: ask Python. */
 static int pvplug_fast_eval(struct pvplug_fast *f, unsigned long appl_mod, double now,
@@ -270,8 +292,14 @@ static int pvplug_fast_eval(struct pvplug_fast *f, unsigned long appl_mod, doubl
 		est = s->lo;
 	} else {
 		est = (int64_t)floor(s->slope * now + s->intercept);
-		if (est >= s->hi)
-			return -1;
+		if (est >= s->hi) {
+			if (!pvplug_fast_try_claim(f))
+				return -1;
+			f->hi = pvplug_fast_seen_hi(f, f->hi);
+			pvplug_fast_unclaim(f);
+			if (est >= f->hi)
+				return -1;
+		}
 		if (est < s->lo)
 			est = s->lo;
 	}
@@ -286,12 +314,68 @@ static int64_t pvplug_fast_avail(const struct pvplug_fast *s, int64_t pos, int64
 }
 
 /* Under `claim`: whether the event page holds events Python has not
- * taken (in_prod != in_cons): a report is taken as soon as it is seen,
- * because the time it is seen at is what the position clock fits. */
-static int pvplug_fast_events_pending(const struct pvplug_fast *f)
+ * taken (in_prod != in_cons); notes when C first saw the newest, which is
+ * the time the position clock fits for it when Python takes it. */
+static int pvplug_fast_events_seen(struct pvplug_fast *f, double now)
 {
-	return f->evt && __atomic_load_n((const uint32_t *)(f->evt + 4), __ATOMIC_ACQUIRE) !=
-			 __atomic_load_n((const uint32_t *)f->evt, __ATOMIC_RELAXED);
+	uint32_t prod;
+
+	if (!f->evt)
+		return 0;
+	prod = __atomic_load_n((const uint32_t *)(f->evt + 4), __ATOMIC_ACQUIRE);
+	if (prod == __atomic_load_n((const uint32_t *)f->evt, __ATOMIC_RELAXED))
+		return 0;
+	if (prod != f->evt_seen_prod) {
+		f->evt_seen_prod = prod;
+		f->evt_seen_at = now;
+	}
+	return 1;
+}
+
+/* Under `claim`: the pointer's bound from what the rings hold now (the
+ * newest CUR_POS, the WRITE answers not taken yet).  Only ever raises the
+ * bound Python published, and a lying backend only as far as the WRITEs
+ * it answered: Python judges both when it takes them. */
+static int64_t pvplug_fast_seen_hi(const struct pvplug_fast *f, int64_t hi)
+{
+	uint32_t cons, prod, n, i, j;
+	int64_t rep = f->reported, end = f->data_end, pos;
+	uint64_t octets;
+	const char *slot;
+	int32_t status;
+	uint16_t id;
+
+	if (f->evt && f->frame_bytes > 0) {
+		cons = __atomic_load_n((const uint32_t *)f->evt, __ATOMIC_RELAXED);
+		prod = __atomic_load_n((const uint32_t *)(f->evt + 4), __ATOMIC_ACQUIRE);
+		if (prod != cons && prod - cons <= PVPLUG_EVT_SLOTS) {
+			slot = f->evt + PVPLUG_RING_HEADER +
+			       ((prod - 1) % PVPLUG_EVT_SLOTS) * PVPLUG_SLOT_SIZE;
+			memcpy(&octets, slot + 8, 8);
+			pos = (int64_t)(octets / (uint64_t)f->frame_bytes);
+			if (slot[2] == PVPLUG_EVT_CUR_POS && pos > rep && octets < (1ull << 62))
+				rep = pos;
+		}
+	}
+	if (f->ring && f->n_wr) {
+		prod = __atomic_load_n((const uint32_t *)(f->ring + PVPLUG_RING_RSP_PROD),
+				       __ATOMIC_ACQUIRE);
+		n = prod - f->rsp_cons;
+		for (i = 0; n <= PVPLUG_RING_SLOTS && i < n; i++) {
+			slot = f->ring + PVPLUG_RING_HEADER +
+			       ((f->rsp_cons + i) % PVPLUG_RING_SLOTS) * PVPLUG_SLOT_SIZE;
+			memcpy(&id, slot, 2);
+			memcpy(&status, slot + 4, 4);
+			if (slot[2] != PVPLUG_OP_WRITE || status != 0)
+				continue;
+			for (j = 0; j < f->n_wr && j < 16; j++)
+				if (f->wr_ids[j] == id && f->wr_ends[j] > end)
+					end = f->wr_ends[j];
+		}
+	}
+	if (rep + f->slack < end)
+		end = rep + f->slack;
+	return end > hi ? end : hi;
 }
 
 /* Send what waits for its WRITE; 0, or -1: Python does. */
@@ -315,10 +399,10 @@ static int64_t pvplug_fast_position(struct pvplug_fast *f, unsigned long appl_mo
 
 	if (pvplug_fast_eval(f, appl_mod, now, s, &pos, appl) < 0 || !pvplug_fast_try_claim(f))
 		return -1;
-	old = pvplug_fast_events_pending(f);
+	old = pvplug_fast_events_seen(f, now);
 	pvplug_fast_unclaim(f);
-	if (old)
-		return -1;
+	if (old && s->capture)
+		return -1;	/* frames to READ: Python asks for them */
 	if (s->dirty_from >= 0 && now >= s->flush_at && pvplug_fast_flush(f, now) < 0)
 		return -1;	/* frames copied here wait for their WRITE */
 	if (s->stop_threshold < s->boundary &&

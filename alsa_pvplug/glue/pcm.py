@@ -120,6 +120,7 @@ class PvPcm:
         self._pub_wr_end: int | None = None  # wr_end as published (None: C copies nothing)
         self._outside_on = False  # C may have copied or sent since we published
         self.stream.outside = self._adopt_outside
+        self.stream.seen_outside = self._seen_outside
         self._closed = False
 
     # -- what ALSA may ask for ---------------------------------------------
@@ -198,7 +199,7 @@ class PvPcm:
                     self.stream.close()
                 finally:
                     self._adopt_outside()
-                    self.stream.outside = None
+                    self.stream.outside = self.stream.seen_outside = None
         finally:
             if self.timer_fd >= 0:
                 self.fast.timer_fd = -1
@@ -440,6 +441,18 @@ class PvPcm:
                 m.appl = f.wr_end
         self._adopt_outside()
 
+    def _seen_outside(self, in_prod: int) -> float | None:
+        """When C first saw the event page's in_prod at ``in_prod``."""
+        f = self.fast
+        native.pvplug_fast_claim(f)
+        try:
+            seen = f.evt_seen_prod == in_prod and f.evt_seen_at > 0
+            at = float(f.evt_seen_at)
+            f.evt_seen_at = 0.0  # taken: never the time of a later report
+            return at if seen else None
+        finally:
+            native.pvplug_fast_unclaim(f)
+
     def _adopt_outside(self) -> None:
         """Give the stream what C copied and sent since we published, and
         take C's request ids and buffer back until we publish again.  The
@@ -471,7 +484,8 @@ class PvPcm:
             f.hw = 0 if m is None else m.hw
             self._pub_wr_end = None
             f.buf = f.ring = f.evt = native_ffi.NULL
-            f.n_ids = f.n_sent = 0
+            f.peer = native_ffi.NULL
+            f.n_ids = f.n_sent = f.n_wr = 0
             if m is None or m.state != PcmState.RUNNING or not m.clock.running or m.dry:
                 f.enabled = 0
                 return
@@ -486,6 +500,12 @@ class PvPcm:
                 f.lo = max(m.hw, min(clock.reported, m.data_end))
                 f.hi = min(m.data_end, clock.reported + clock.slack)
                 f.slope, f.intercept = clock.slope, clock.intercept
+                f.reported, f.slack, f.data_end = clock.reported, clock.slack, m.data_end
+                writes = st.writes_in_flight()[:len(f.wr_ids)]
+                for i, (rid, end) in enumerate(writes):
+                    f.wr_ids[i], f.wr_ends[i] = rid, end
+                f.n_wr = len(writes)
+                f.rsp_cons = st.ring.rsp_cons if st.ring is not None else 0
             until = now + FULL_SYNC_INTERVAL
             write_due = st.write_due()
             # Valid until the next look, or until unannounced frames are due
@@ -518,13 +538,16 @@ class PvPcm:
         """Let C send the WRITEs it copies for (pvplug_fast.h), where the
         stream gives it request ids and the channel lets C notify."""
         f, st, evtchn = self.fast, self.stream, self.card.evtchn
-        ids = st.outside_ids()[:len(f.ids)]
-        notify = evtchn.native_notify(st.req_port) if ids and evtchn is not None else None
-        if notify is None or st.ring is None or st.ring_pages is None:
+        if st.ring is None or st.ring_pages is None:
             return False
+        # The ring, for its answers (pvplug_fast_seen_hi), even where C may not send.
         if self._ring_ref is None or self._ring_ref[0] is not st.ring_pages:
             self._ring_ref = (st.ring_pages, native_ffi.from_buffer(st.ring_pages.buf))
         f.ring = native_ffi.cast("char *", self._ring_ref[1])
+        ids = st.outside_ids()[:len(f.ids)]
+        notify = evtchn.native_notify(st.req_port) if ids and evtchn is not None else None
+        if notify is None:
+            return False
         f.req_prod = st.ring.req_prod_pvt
         for i, rid in enumerate(ids):
             f.ids[i] = rid
