@@ -19,6 +19,7 @@ Public API (see README "Python API")::
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import functools
@@ -453,6 +454,7 @@ class Stream:
         self.period_frames = 0
         self.start_threshold = 0
         self.cur_pos_events = 0  # CUR_POS events applied over the stream's life
+        self._reports: collections.deque[tuple[int, float]] = collections.deque(maxlen=64)
         self.outside_writes = 0  # WRITEs sent outside Python (the C fast path), adopted
         self.violations = 0      # impossible reports over the stream's life
         self.giveup = GiveUp(self.name)
@@ -499,6 +501,7 @@ class Stream:
         self._started_at: float | None = None  # when TRIGGER START was answered
         self._ran = False       # started since OPEN: reopen before the next start
         self.pos_seen_at = None
+        self._reports.clear()
 
     # -- rings (called by Card) --------------------------------------------
     def _alloc_rings(self, sharer: GrantSharer, evtchn: EventChannel, be_domid: int) -> None:
@@ -653,11 +656,13 @@ class Stream:
             return
         if not slots or self.proto.state == StreamState.CLOSED or not self.frame_bytes:
             return  # no stream instance; stale events are dropped at OPEN
-        seen = time.monotonic()
-        if self.seen_outside is not None:
-            seen = min(seen, self.seen_outside(self.evt_ring.in_cons) or seen)
+        taken = time.monotonic()
+        first = (self.evt_ring.in_cons - len(slots)) & 0xFFFFFFFF
         tracker = self.proto.position
-        for slot in slots:
+        for i, slot in enumerate(slots):
+            seen = taken
+            if self.seen_outside is not None:  # C saw it first (pvplug_fast.h)
+                seen = min(taken, self.seen_outside((first + i + 1) & 0xFFFFFFFF) or taken)
             evt = sndif.decode_event(slot)
             if evt is None:
                 logger.debug("%s: unknown event type ignored", self.name)
@@ -679,6 +684,14 @@ class Stream:
             self.reported = frames
             self.cur_pos_events += 1
             self.pos_seen_at = seen
+            self._reports.append((frames, seen))
+
+    def take_reports(self) -> list[tuple[int, float]]:
+        """The reports (frames, when seen) taken since the last call, oldest
+        first (the newest 64): each is a point of the position clock."""
+        out = list(self._reports)
+        self._reports.clear()
+        return out
 
     def _data_end(self) -> int:
         return self.confirmed if self.capture else self.sent

@@ -94,9 +94,9 @@ struct pvplug_fast {
 	uint32_t n_wr;		/* WRITEs in flight (ids, ends), Python's and C's */
 	uint16_t wr_ids[16];
 	int64_t wr_ends[16];
-	uint32_t evt_seen_prod;	/* the event page's in_prod when C first saw it, */
-	uint32_t pad3;
-	double evt_seen_at;	/* and when (the report's time for the clock fit) */
+	uint32_t evt_seen_prod;	/* the event page's in_prod C last saw */
+	uint32_t evt_seen_idx[64];	/* in_prod q was first seen by C at */
+	double evt_seen_at[64];		/* [q % 64] (the reports' times for the clock fit) */
 };
 /* cdef-end */
 
@@ -269,13 +269,14 @@ static int pvplug_fast_send(struct pvplug_fast *f, int64_t first, int64_t end, d
 	return 0;
 }
 
-static int64_t pvplug_fast_seen_hi(const struct pvplug_fast *f, int64_t hi);
+static int pvplug_fast_events_seen(struct pvplug_fast *f, double now);
+static void pvplug_fast_seen_bounds(struct pvplug_fast *f);
 
 /* The snapshot, the absolute position and appl at `now`; -1: ask Python. */
 static int pvplug_fast_eval(struct pvplug_fast *f, unsigned long appl_mod, double now,
 			    struct pvplug_fast *s, int64_t *pos, int64_t *appl)
 {
-	int64_t delta, est, hw;
+	int64_t delta, est, hw, lo, hi;
 
 	if (!pvplug_fast_snapshot(f, s) || !s->enabled || now >= s->valid_until ||
 	    s->boundary <= 0)
@@ -292,16 +293,17 @@ static int pvplug_fast_eval(struct pvplug_fast *f, unsigned long appl_mod, doubl
 		est = s->lo;
 	} else {
 		est = (int64_t)floor(s->slope * now + s->intercept);
-		if (est >= s->hi) {
-			if (!pvplug_fast_try_claim(f))
-				return -1;
-			f->hi = pvplug_fast_seen_hi(f, f->hi);
-			pvplug_fast_unclaim(f);
-			if (est >= f->hi)
-				return -1;
-		}
-		if (est < s->lo)
-			est = s->lo;
+		if (!pvplug_fast_try_claim(f))
+			return -1;
+		if (pvplug_fast_events_seen(f, now) == 2 || est >= f->hi)
+			pvplug_fast_seen_bounds(f);
+		lo = f->lo;
+		hi = f->hi;
+		pvplug_fast_unclaim(f);
+		if (est >= hi)
+			return -1;
+		if (est < lo)
+			est = lo;
 	}
 	hw = __atomic_load_n(&f->hw, __ATOMIC_RELAXED);
 	*pos = est < hw ? hw : est;
@@ -314,29 +316,34 @@ static int64_t pvplug_fast_avail(const struct pvplug_fast *s, int64_t pos, int64
 }
 
 /* Under `claim`: whether the event page holds events Python has not
- * taken (in_prod != in_cons); notes when C first saw the newest, which is
- * the time the position clock fits for it when Python takes it. */
+ * taken (in_prod != in_cons): 0 none, 1 yes, 2 yes and new since C last
+ * looked.  Notes when C first saw the newest, which is the time the
+ * position clock fits for it when Python takes it. */
 static int pvplug_fast_events_seen(struct pvplug_fast *f, double now)
 {
-	uint32_t prod;
+	uint32_t prod, q;
 
 	if (!f->evt)
 		return 0;
 	prod = __atomic_load_n((const uint32_t *)(f->evt + 4), __ATOMIC_ACQUIRE);
 	if (prod == __atomic_load_n((const uint32_t *)f->evt, __ATOMIC_RELAXED))
 		return 0;
-	if (prod != f->evt_seen_prod) {
-		f->evt_seen_prod = prod;
-		f->evt_seen_at = now;
+	if (prod == f->evt_seen_prod)
+		return 1;
+	for (q = prod; q != f->evt_seen_prod && prod - q < 64; q--) {
+		f->evt_seen_idx[q % 64] = q;
+		f->evt_seen_at[q % 64] = now;
 	}
-	return 1;
+	f->evt_seen_prod = prod;
+	return 2;
 }
 
-/* Under `claim`: the pointer's bound from what the rings hold now (the
- * newest CUR_POS, the WRITE answers not taken yet).  Only ever raises the
- * bound Python published, and a lying backend only as far as the WRITEs
- * it answered: Python judges both when it takes them. */
-static int64_t pvplug_fast_seen_hi(const struct pvplug_fast *f, int64_t hi)
+/* Under `claim`: the pointer's bounds from what the rings hold now (the
+ * newest CUR_POS, the WRITE answers not taken yet), as Python computes
+ * them (glue/pcm.py _publish).  Only ever raises the bounds Python
+ * published, and a lying backend only as far as the WRITEs it answered:
+ * Python judges both when it takes them. */
+static void pvplug_fast_seen_bounds(struct pvplug_fast *f)
 {
 	uint32_t cons, prod, n, i, j;
 	int64_t rep = f->reported, end = f->data_end, pos;
@@ -373,9 +380,12 @@ static int64_t pvplug_fast_seen_hi(const struct pvplug_fast *f, int64_t hi)
 					end = f->wr_ends[j];
 		}
 	}
+	if ((rep < end ? rep : end) > f->lo)
+		f->lo = rep < end ? rep : end;
 	if (rep + f->slack < end)
 		end = rep + f->slack;
-	return end > hi ? end : hi;
+	if (end > f->hi)
+		f->hi = end;
 }
 
 /* Send what waits for its WRITE; 0, or -1: Python does. */
@@ -397,12 +407,16 @@ static int64_t pvplug_fast_position(struct pvplug_fast *f, unsigned long appl_mo
 {
 	int64_t pos, old;
 
-	if (pvplug_fast_eval(f, appl_mod, now, s, &pos, appl) < 0 || !pvplug_fast_try_claim(f))
+	if (pvplug_fast_eval(f, appl_mod, now, s, &pos, appl) < 0)
 		return -1;
-	old = pvplug_fast_events_seen(f, now);
-	pvplug_fast_unclaim(f);
-	if (old && s->capture)
-		return -1;	/* frames to READ: Python asks for them */
+	if (s->capture) {
+		if (!pvplug_fast_try_claim(f))
+			return -1;
+		old = pvplug_fast_events_seen(f, now);
+		pvplug_fast_unclaim(f);
+		if (old)
+			return -1;	/* frames to READ: Python asks for them */
+	}
 	if (s->dirty_from >= 0 && now >= s->flush_at && pvplug_fast_flush(f, now) < 0)
 		return -1;	/* frames copied here wait for their WRITE */
 	if (s->stop_threshold < s->boundary &&

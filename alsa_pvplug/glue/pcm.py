@@ -352,8 +352,10 @@ class PvPcm:
         now = time.monotonic()
         st.check()
         if self.model is not None:
-            self.model.observe(st.reported, st.pos_seen_at,
-                               st.confirmed if self.capture else st.acked, now)
+            data_end = st.confirmed if self.capture else st.acked
+            for reported, seen in st.take_reports():
+                self.model.observe(reported, seen, data_end, now)
+            self.model.observe(st.reported, st.pos_seen_at, data_end, now)
         return now
 
     def _check(self, now: float) -> None:
@@ -443,12 +445,12 @@ class PvPcm:
 
     def _seen_outside(self, in_prod: int) -> float | None:
         """When C first saw the event page's in_prod at ``in_prod``."""
-        f = self.fast
+        f, i = self.fast, in_prod % len(self.fast.evt_seen_idx)
         native.pvplug_fast_claim(f)
         try:
-            seen = f.evt_seen_prod == in_prod and f.evt_seen_at > 0
-            at = float(f.evt_seen_at)
-            f.evt_seen_at = 0.0  # taken: never the time of a later report
+            seen = f.evt_seen_idx[i] == in_prod and f.evt_seen_at[i] > 0
+            at = float(f.evt_seen_at[i])
+            f.evt_seen_at[i] = 0.0  # taken: never the time of a later report
             return at if seen else None
         finally:
             native.pvplug_fast_unclaim(f)
@@ -540,7 +542,7 @@ class PvPcm:
         f, st, evtchn = self.fast, self.stream, self.card.evtchn
         if st.ring is None or st.ring_pages is None:
             return False
-        # The ring, for its answers (pvplug_fast_seen_hi), even where C may not send.
+        # The ring, for its answers (pvplug_fast_seen_bounds), even where C may not send.
         if self._ring_ref is None or self._ring_ref[0] is not st.ring_pages:
             self._ring_ref = (st.ring_pages, native_ffi.from_buffer(st.ring_pages.buf))
         f.ring = native_ffi.cast("char *", self._ring_ref[1])

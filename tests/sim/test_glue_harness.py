@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from alsa_pvplug._native import lib as native
 from alsa_pvplug.backend.wavfile import read_wav
 from alsa_pvplug.errors import BackendError, LocalProtocolError, PvSndError, Xrun
 from alsa_pvplug.glue import alsa
@@ -523,6 +524,33 @@ def test_steady_playback_writes_are_sent_by_the_shim(rig: Rig) -> None:
     h.drain()
     assert st.outside_writes <= played // 1024 and st.acked == played
     same_audio(rig.played(h), signal(int(RATE * 0.6) + h.buffer, seed=12)[:played * FB])
+
+
+def test_steady_playback_pointer_is_answered_in_c(rig: Rig) -> None:
+    """Between Python's looks the shim answers the pointer itself, also past
+    reports and answers Python has not taken yet (pvplug_fast_seen_bounds); the
+    pointer it hands out never goes back and never passes what was written."""
+    h = rig.open()
+    h.hw_params(FMT, CH, RATE, period=1024, buffer=8192)
+    data = signal(RATE + 8192, seed=21)
+    pos = h.writei(data[:8192 * FB])
+    calls = in_c = last = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 0.5:
+        r = native.pvplug_fast_pointer(h.pcm.fast, h.appl, time.monotonic())
+        calls += 1
+        if r >= 0:
+            in_c += 1
+            hw = h.pcm.fast.hw
+            assert last <= hw <= h.appl_frames, (last, hw, h.appl_frames)
+            last = hw
+        if h.avail_update() >= 1024:
+            pos += h.writei(data[pos * FB:(pos + 1024) * FB])
+        time.sleep(0.001)
+    assert h.state == State.RUNNING, h.last_error
+    assert in_c >= calls / 2, f"{in_c} of {calls} pointer calls answered in C"
+    h.drain()
+    same_audio(rig.played(h), data[:pos * FB])
 
 
 def test_delay_consistent_with_avail_and_smooth(rig: Rig) -> None:
