@@ -58,6 +58,10 @@ def run_one(args: argparse.Namespace, period: int, duplex: bool) -> dict[str, An
         ran = time.monotonic() - t0
         log = jack.log.read_text(errors="replace")[len(start):]
         alive = jack.alive
+        if not (alive and client.alive):  # say why the run ended early
+            print(f"-p {period}{' duplex' if duplex else ''}: jackd or its client stopped "
+                  f"after {ran:.1f} s; jackd's last lines:\n" + "\n".join(log.splitlines()[-15:]) +
+                  "\nclient:\n" + client.output()[-1500:], file=sys.stderr)
         client.stop()
         jack.stop()
     return {"period": period, "duplex": duplex, "seconds": ran, "jackd_alive": alive,
