@@ -56,7 +56,7 @@ struct pvplug_fast {
 	int64_t frame_bytes;
 	int64_t wr_end;		/* end of the data in the buffer (frames) */
 	int64_t dirty_from;	/* first frame not announced by a WRITE, or -1 */
-	int64_t flush_frames;	/* this many unannounced frames: Python sends a WRITE */
+	int64_t flush_frames;	/* this many unannounced frames: a WRITE is due */
 	double flush_at;	/* or from this time on */
 	/* WRITEs C sends (ring NULL or no ids left: Python sends them).  Only
 	 * touched under `claim`, not in the snapshot. */
@@ -85,8 +85,8 @@ struct pvplug_fast {
 	double wake_min;	/* s: no wake sooner than this after now */
 	double wake_max;	/*    nor later */
 	/* Reports and answers Python has not taken yet still move the
-	 * pointer's bound (hi): at most `slack` past the newest report C sees,
-	 * never past the newest answered WRITE.  Under `claim`. */
+	 * pointer's bounds (lo, hi): at most `slack` past the newest report C
+	 * sees, never past the newest answered WRITE.  Under `claim`. */
 	int64_t reported;	/* the last report Python took (frames) */
 	int64_t slack;
 	int64_t data_end;	/* the end of the WRITEs answered when Python looked */
@@ -227,16 +227,17 @@ static int pvplug_fast_can_send(const struct pvplug_fast *f, int64_t first, int6
 /* Send them; 0, or -1 (nothing sent: C may not). */
 static int pvplug_fast_send(struct pvplug_fast *f, int64_t first, int64_t end, double now)
 {
-	int64_t off = first % f->buffer, cnt = end - first, piece;
-	uint32_t pieces = off + cnt > f->buffer ? 2 : 1, old, event, i;
+	int64_t piece;
+	uint32_t old, event;
 	char *slot;
 
 	if (!pvplug_fast_can_send(f, first, end))
 		return -1;
 	old = __atomic_load_n((uint32_t *)f->ring, __ATOMIC_RELAXED);
-	for (i = 0; i < pieces; i++) {
-		piece = i == 0 ? (off + cnt > f->buffer ? f->buffer - off : cnt)
-			       : cnt - (f->buffer - off);
+	while (first < end) {	/* split where the buffer wraps */
+		piece = f->buffer - first % f->buffer;
+		if (piece > end - first)
+			piece = end - first;
 		slot = f->ring + PVPLUG_RING_HEADER +
 		       (f->req_prod % PVPLUG_RING_SLOTS) * PVPLUG_SLOT_SIZE;
 		memset(slot, 0, PVPLUG_SLOT_SIZE);
