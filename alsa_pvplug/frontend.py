@@ -425,7 +425,7 @@ class Stream:
     MAX_DATA_IN_FLIGHT = 4
     #: counting those a sender outside Python (the C fast path) sent: we see
     #: their answers only when we next look, so most of these are answered
-    MAX_OUTSIDE_IN_FLIGHT = 16
+    MAX_OUTSIDE_IN_FLIGHT = 24
 
     def __init__(self, card: Card, config: StreamConfig) -> None:
         self.card = card

@@ -111,33 +111,42 @@ def bench_onewrite(args: argparse.Namespace) -> dict[str, Any]:
             "frames_per_second_total": float(rec[-1, 1] / t[-1]), "summary": summary}
 
 
+def _steady_cpu(argv: list[str], env: dict[str, str], seconds: float) -> tuple[float, float]:
+    """(CPU % of a core in steady play, CPU % over the whole run) of one
+    client playing ``seconds`` of audio: steady is from 2 s after it started
+    to 1 s before its audio ends."""
+    p = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    try:
+        time.sleep(2.0)
+        c0, t0 = cpu_seconds(p.pid), time.monotonic()
+        time.sleep(max(1.0, seconds - 3.0))
+        c1, t1 = cpu_seconds(p.pid), time.monotonic()
+        _, status, ru = os.wait4(p.pid, 0)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{argv[0]} failed:\n{p.stderr.read().decode()[-2000:]}")
+    return 100 * (c1 - c0) / (t1 - t0), 100 * (ru.ru_utime + ru.ru_stime) / seconds
+
+
 def bench_cpu(args: argparse.Namespace) -> dict[str, Any]:
-    """Steady state: the client's CPU between 2 s after it started and 1 s
-    before its audio ends (start-up -- Python, the handshake -- is the
-    ``open`` figure's), and over the whole run for comparison."""
+    """Steady state (start-up -- Python, the handshake -- is the ``open``
+    figure's), and over the whole run for comparison; next to the reference
+    (``pcm_client pace``: aplay's system calls on a kernel driver, without
+    the driver) in the same run, for this machine's cost of a wake-up."""
     with System(args.repo, backend_args=["--sink", "null"]) as s:
         wav = s.work / "in.wav"
         noise_wav(wav, args.seconds)
-        p = subprocess.Popen(["aplay", "-q", "-D", "pvplug", f"--period-size={args.period}",
-                              f"--buffer-size={4 * args.period}", str(wav)],
-                             env={**os.environ, **s.alsa_env()}, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
-        try:
-            time.sleep(2.0)
-            c0, t0 = cpu_seconds(p.pid), time.monotonic()
-            time.sleep(max(1.0, args.seconds - 3.0))
-            c1, t1 = cpu_seconds(p.pid), time.monotonic()
-            _, status, ru = os.wait4(p.pid, 0)
-        finally:
-            if p.poll() is None:
-                p.kill()
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"aplay failed:\n{p.stderr.read().decode()[-2000:]}")
-    total = ru.ru_utime + ru.ru_stime
-    return {"period": args.period, "audio_s": args.seconds, "cpu_s": total,
-            "steady_s": t1 - t0, "steady_cpu_s": c1 - c0,
-            "cpu_pct_per_audio_second": 100 * (c1 - c0) / (t1 - t0),
-            "cpu_pct_whole_run": 100 * total / args.seconds}
+        steady, whole = _steady_cpu(
+            ["aplay", "-q", "-D", "pvplug", f"--period-size={args.period}",
+             f"--buffer-size={4 * args.period}", str(wav)], s.alsa_env(), args.seconds)
+        ref, _ = _steady_cpu([str(compile_client(s.work)), "pace", str(wav), str(args.seconds),
+                              str(args.period)], {}, args.seconds)
+    return {"period": args.period, "audio_s": args.seconds,
+            "cpu_pct_per_audio_second": steady, "cpu_pct_whole_run": whole,
+            "reference_cpu_pct": ref}
 
 
 def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
@@ -181,7 +190,9 @@ def show(name: str, r: dict[str, Any]) -> None:
     elif name == "cpu":
         line = (f"aplay CPU {r['cpu_pct_per_audio_second']:.2f} % of a core per audio second "
                 f"in steady play (period {r['period']}; whole run with start-up "
-                f"{r['cpu_pct_whole_run']:.2f} %)")
+                f"{r['cpu_pct_whole_run']:.2f} %); reference (pcm_client pace) "
+                f"{r['reference_cpu_pct']:.2f} %, ratio "
+                f"{r['cpu_pct_per_audio_second'] / max(r['reference_cpu_pct'], 1e-3):.1f}x")
     elif name == "throughput":
         line = (f"{r['realtime_x']:.1f}x real time ({r['audio_s']:g} s of audio in "
                 f"{r['wall_s']:.2f} s, period {r['period']})")

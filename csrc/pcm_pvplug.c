@@ -37,15 +37,18 @@
 struct pvplug {
 	snd_pcm_ioplug_t io;	/* first member: callbacks get &io */
 	int id;			/* key of the Python instance */
-	pid_t pid;		/* a forked child must not touch Python */
+	unsigned int forks;	/* pv_forks at open: a forked child must not touch Python */
 	struct pvplug_hw hw;
 };
 
 #define pv_of(io) ((struct pvplug *)(io)->private_data)
 
 /* After fork() without exec the GIL may be held by a thread that no longer
- * exists; the child fails every call instead of deadlocking. */
-#define PV_GUARD(pv) do { if ((pv)->pid != getpid()) return -ENODEV; } while (0)
+ * exists; the child fails every call instead of deadlocking.  Forks are
+ * counted (pthread_atfork): getpid() is a system call, six a period. */
+static volatile unsigned int pv_forks;
+static void pv_forked(void) { pv_forks++; }
+#define PV_GUARD(pv) do { if ((pv)->forks != pv_forks) return -ENODEV; } while (0)
 
 /* A callback that only hands its arguments to Python. */
 #define PV_FORWARD(py, ...) do {				\
@@ -111,6 +114,7 @@ static int pv_start_python(char *err, size_t errlen)
 		ret = -ENOENT;
 		goto out;
 	}
+	pthread_atfork(NULL, NULL, pv_forked);
 	pv_init_done = 1;
 out:
 	pthread_mutex_unlock(&pv_init_lock);
@@ -120,7 +124,6 @@ out:
 /* --- callbacks ------------------------------------------------------------ */
 
 static int pv_start(snd_pcm_ioplug_t *io) { PV_FORWARD(pvplug_py_start, io->appl_ptr); }
-
 static int pv_stop(snd_pcm_ioplug_t *io) { PV_FORWARD(pvplug_py_stop); }
 
 static snd_pcm_sframes_t pv_pointer(snd_pcm_ioplug_t *io)
@@ -178,9 +181,7 @@ static int pv_sw_params(snd_pcm_ioplug_t *io, snd_pcm_sw_params_t *params)
 }
 
 static int pv_prepare(snd_pcm_ioplug_t *io) { PV_FORWARD(pvplug_py_prepare); }
-
 static int pv_drain(snd_pcm_ioplug_t *io) { PV_FORWARD(pvplug_py_drain, io->appl_ptr, io->nonblock); }
-
 static int pv_pause(snd_pcm_ioplug_t *io, int enable) { PV_FORWARD(pvplug_py_pause, enable); }
 
 static int pv_delay(snd_pcm_ioplug_t *io, snd_pcm_sframes_t *delayp)
@@ -246,7 +247,7 @@ static int pv_close(snd_pcm_ioplug_t *io)
 {
 	struct pvplug *pv = pv_of(io);
 
-	if (pv->pid == getpid())
+	if (pv->forks == pv_forks)
 		pvplug_py_close(pv->id);
 	free(pv);
 	return 0;
@@ -361,7 +362,7 @@ SND_PCM_PLUGIN_DEFINE_FUNC(pvplug)
 	pv = calloc(1, sizeof(*pv));
 	if (!pv)
 		return -ENOMEM;
-	pv->pid = getpid();
+	pv->forks = pv_forks;
 	ret = pvplug_py_open(name, stream, mode, nopts, keys, values, &pv->hw,
 			     err, sizeof(err));
 	if (ret < 0) {

@@ -66,9 +66,9 @@ struct pvplug_fast {
 	uint32_t claim;		/* 1 while C or Python works on what follows */
 	uint32_t n_ids;		/* ids[0..n_ids): request ids C may use, in order */
 	uint32_t n_sent;	/* C used ids[0..n_sent) for these frames: */
-	uint16_t ids[16];	/* (Stream.MAX_OUTSIDE_IN_FLIGHT) */
-	int64_t sent_start[16];
-	int64_t sent_end[16];
+	uint16_t ids[24];	/* (Stream.MAX_OUTSIDE_IN_FLIGHT) */
+	int64_t sent_start[24];
+	int64_t sent_end[24];
 	double sent_at;		/* when C last sent */
 	double half_period;	/* s: a WRITE is due this long after the last */
 	double low_base;	/* or once the backend runs low, at */
@@ -92,8 +92,8 @@ struct pvplug_fast {
 	int64_t data_end;	/* the end of the WRITEs answered when Python looked */
 	uint32_t rsp_cons;	/* Python's consumer index of the ring */
 	uint32_t n_wr;		/* WRITEs in flight (ids, ends), Python's and C's */
-	uint16_t wr_ids[16];
-	int64_t wr_ends[16];
+	uint16_t wr_ids[24];
+	int64_t wr_ends[24];
 	uint32_t evt_seen_prod;	/* the event page's in_prod C last saw */
 	uint32_t evt_seen_idx[64];	/* in_prod q was first seen by C at */
 	double evt_seen_at[64];		/* [q % 64] (the reports' times for the clock fit) */
@@ -107,6 +107,7 @@ struct pvplug_fast {
 /* The sndif ring (docs/protocol.md): a 64-octet header (req_prod, req_event,
  * ...), then 32 slots of 64 octets; a READ/WRITE request is id (u16),
  * operation (u8), 5 reserved octets, offset and length (u32). */
+#define PVPLUG_NELEM(a)		(sizeof(a) / sizeof((a)[0]))
 #define PVPLUG_RING_HEADER	64
 #define PVPLUG_RING_SLOTS	32
 #define PVPLUG_RING_REQ_EVENT	4
@@ -247,7 +248,7 @@ static int pvplug_fast_send(struct pvplug_fast *f, int64_t first, int64_t end, d
 		pvplug_put_u32(slot + 12, (uint32_t)(piece * f->frame_bytes));
 		f->sent_start[f->n_sent] = first;
 		f->sent_end[f->n_sent] = first + piece;
-		if (f->n_wr < 16) {	/* its answer may raise the pointer's bound */
+		if (f->n_wr < PVPLUG_NELEM(f->wr_ids)) {	/* its answer may raise the bound */
 			f->wr_ids[f->n_wr] = f->ids[f->n_sent];
 			f->wr_ends[f->n_wr++] = first + piece;
 		}
@@ -376,7 +377,7 @@ static void pvplug_fast_seen_bounds(struct pvplug_fast *f)
 			memcpy(&status, slot + 4, 4);
 			if (slot[2] != PVPLUG_OP_WRITE || status != 0)
 				continue;
-			for (j = 0; j < f->n_wr && j < 16; j++)
+			for (j = 0; j < f->n_wr && j < PVPLUG_NELEM(f->wr_ids); j++)
 				if (f->wr_ids[j] == id && f->wr_ends[j] > end)
 					end = f->wr_ends[j];
 		}

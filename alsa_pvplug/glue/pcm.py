@@ -52,6 +52,11 @@ REARM_TOLERANCE = 0.0001
 #: without an event-channel wake, notifications and xenstore watches are
 #: still looked at this often (seconds): a backend that left is noticed
 FULL_SYNC_INTERVAL = 0.1
+#: C answers from one publish this long at most (sooner at a bound, an xrun,
+#: or with its request ids used up); Python then takes in the reports, the
+#: answers and xenstore: it is the delay to notice a backend that left while
+#: C answers every call
+FAST_PATH_SECONDS = 0.25
 
 
 def by_timer_now(armed: float, now: float) -> bool:
@@ -508,7 +513,7 @@ class PvPcm:
                     f.wr_ids[i], f.wr_ends[i] = rid, end
                 f.n_wr = len(writes)
                 f.rsp_cons = st.ring.rsp_cons if st.ring is not None else 0
-            until = now + FULL_SYNC_INTERVAL
+            until = now + FAST_PATH_SECONDS
             write_due = st.write_due()
             # Valid until the next look, or until unannounced frames are due
             # (unless C may send them itself).

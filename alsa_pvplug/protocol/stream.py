@@ -76,6 +76,7 @@ class _InFlight:
     id: int
     operation: Op
     what: object  # Op, or the Trigger for TRIGGER
+    label: str    # _label(what), the key of _TRANSITIONS
 
 
 _DATA_OPS = (Op.READ, Op.WRITE)
@@ -89,6 +90,9 @@ class StreamProtocol:
         self.state = StreamState.CLOSED
         self._next_id = 0
         self._in_flight: dict[int, _InFlight] = {}  # oldest first
+        # At most one control request is in flight (_new_request), and data
+        # requests leave the state as it is: the projection is that one.
+        self._control: _InFlight | None = None
         self._abandoned: set[int] = set()
         self.position = PositionTracker()
 
@@ -99,30 +103,28 @@ class StreamProtocol:
 
     @property
     def control_in_flight(self) -> bool:
-        return any(f.operation not in _DATA_OPS for f in self._in_flight.values())
+        return self._control is not None
 
     def _projected(self) -> StreamState:
         """The state once every request in flight has succeeded."""
-        state = self.state
-        for f in self._in_flight.values():
-            state = _TRANSITIONS.get((state, _label(f.what)), state)
-        return state
+        c = self._control
+        return self.state if c is None else _TRANSITIONS.get((self.state, c.label), self.state)
 
     def _new_request(self, operation: Op, what: object) -> int:
-        if operation not in _DATA_OPS:
-            busy = next((f for f in self._in_flight.values()
-                         if f.operation not in _DATA_OPS), None)
-            if busy is not None:
-                raise LocalProtocolError(
-                    f"{self.name}: {_label(what)} while request {busy.id} "
-                    f"({_label(busy.what)}) is still in flight")
-        state = self._projected()
-        if not allowed(state, what):
+        label = _label(what)
+        busy = self._control
+        if operation not in _DATA_OPS and busy is not None:
             raise LocalProtocolError(
-                f"{self.name}: {_label(what)} not allowed in state {state.name}")
+                f"{self.name}: {label} while request {busy.id} "
+                f"({busy.label}) is still in flight")
+        state = self._projected()
+        if (state, label) not in _TRANSITIONS:
+            raise LocalProtocolError(f"{self.name}: {label} not allowed in state {state.name}")
         rid = self.next_ids(1)[0]
         self._next_id = (rid + 1) & 0xFFFF
-        self._in_flight[rid] = _InFlight(rid, operation, what)
+        f = self._in_flight[rid] = _InFlight(rid, operation, what, label)
+        if operation not in _DATA_OPS:
+            self._control = f
         return rid
 
     def next_ids(self, count: int) -> list[int]:
@@ -175,11 +177,13 @@ class StreamProtocol:
         """Give up on every request in flight (timeout); late answers are dropped."""
         self._abandoned.update(self._in_flight)
         self._in_flight.clear()
+        self._control = None
 
     def reset(self) -> None:
         """The connection was torn down: nothing is open, nothing in flight."""
         self.state = StreamState.CLOSED
         self._in_flight.clear()
+        self._control = None
         self._abandoned.clear()
         self.position = PositionTracker()
 
@@ -204,9 +208,11 @@ class StreamProtocol:
                 f"{self.name}: response to {cur.operation.name} id {cur.id} "
                 f"echoes operation {resp.operation}")
         del self._in_flight[resp.id]
+        if cur is self._control:
+            self._control = None
         if resp.status != 0:
-            raise BackendError(_label(cur.what), resp.status)
-        label = _label(cur.what)
+            raise BackendError(cur.label, resp.status)
+        label = cur.label
         self.state = _TRANSITIONS.get((self.state, label), self.state)
         if label in ("OPEN", "CLOSE"):
             self.position = PositionTracker()
