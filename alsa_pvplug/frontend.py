@@ -423,9 +423,10 @@ class Stream:
 
     #: data requests in flight at most (the ring holds 32)
     MAX_DATA_IN_FLIGHT = 4
-    #: counting those a sender outside Python (the C fast path) sent: we see
-    #: their answers only when we next look, so most of these are answered
-    MAX_OUTSIDE_IN_FLIGHT = 24
+    #: request ids a sender outside Python (the C fast path) may use between
+    #: two looks of ours; it takes the answers itself, and keeps at most 24
+    #: in flight (pvplug_fast.h)
+    MAX_OUTSIDE_IDS = 64
 
     def __init__(self, card: Card, config: StreamConfig) -> None:
         self.card = card
@@ -456,6 +457,7 @@ class Stream:
         self.cur_pos_events = 0  # CUR_POS events applied over the stream's life
         self._reports: collections.deque[tuple[int, float]] = collections.deque(maxlen=64)
         self.outside_writes = 0  # WRITEs sent outside Python (the C fast path), adopted
+        self.outside_answers = 0  # WRITE answers it took off the ring, adopted
         self.violations = 0      # impossible reports over the stream's life
         self.giveup = GiveUp(self.name)
         #: what the stream was last opened with (open's arguments): a stream
@@ -1095,23 +1097,25 @@ class Stream:
                 or self.proto.control_in_flight or self._error is not None \
                 or self._unanswered or self.card.lost is not None:
             return []
-        free = self.ring.free_requests() - 1
-        return self.proto.next_ids(max(0, min(self.MAX_OUTSIDE_IN_FLIGHT - len(self._ranges),
-                                              free)))
+        return self.proto.next_ids(self.MAX_OUTSIDE_IDS)
 
     def writes_in_flight(self) -> list[tuple[int, int]]:
         """(id, end) of the WRITEs not answered yet, oldest first."""
         return [(rid, rng[2]) for rid, rng in self._ranges.items() if rng[0] == Op.WRITE]
 
-    def adopt_sent(self, writes: list[tuple[int, int, int]], req_prod: int, at: float,
-                   renotify: bool) -> None:
-        """WRITEs (id, start, end) were put on the ring and pushed outside
-        Python (ids from ``outside_ids``, in order), leaving ``req_prod``
-        published, at ``at``: track them as ours.  ``renotify``: the
-        sender's notify found the channel changed, so notify again."""
+    def adopt_outside(self, writes: list[tuple[int, int, int]], req_prod: int, at: float,
+                      renotify: bool, answered: list[int], rsp_cons: int) -> None:
+        """What a sender outside Python (the C fast path) did since we
+        looked: WRITEs (id, start, end) it put on the ring and pushed (ids
+        from ``outside_ids``, in order), leaving ``req_prod`` published, at
+        ``at``; and the successful answers to WRITEs ``answered`` it took
+        off the ring, in ring order, leaving its consumer index at
+        ``rsp_cons``.  Track the first as ours and complete the others as
+        if we had taken them.  ``renotify``: the sender's notify found the
+        channel changed, so notify again."""
         assert self.ring is not None
         try:
-            self.ring.adopt_pushed(len(writes), req_prod)
+            self.ring.adopt(len(writes), req_prod, len(answered), rsp_cons)
         except LocalProtocolError as exc:
             self._fail(exc)
             return
@@ -1125,7 +1129,11 @@ class Stream:
             self._sent_at[req.id] = at
         self.outside_writes += len(writes)
         self.sent = max(self.sent, writes[-1][2]) if writes else self.sent
-        self._last_submit = max(self._last_submit, at)
+        if writes:
+            self._last_submit = max(self._last_submit, at)
+        self.outside_answers += len(answered)
+        for rid in answered:
+            self._on_response(sndif.Resp(rid, Op.WRITE, 0))
         if renotify and self.card.evtchn is not None:
             try:
                 self.card.evtchn.notify(self.req_port)

@@ -111,10 +111,11 @@ def bench_onewrite(args: argparse.Namespace) -> dict[str, Any]:
             "frames_per_second_total": float(rec[-1, 1] / t[-1]), "summary": summary}
 
 
-def _steady_cpu(argv: list[str], env: dict[str, str], seconds: float) -> tuple[float, float]:
-    """(CPU % of a core in steady play, CPU % over the whole run) of one
-    client playing ``seconds`` of audio: steady is from 2 s after it started
-    to 1 s before its audio ends."""
+def _steady_cpu(argv: list[str], env: dict[str, str], seconds: float
+                ) -> tuple[float, float, str]:
+    """(CPU % of a core in steady play, CPU % over the whole run, its
+    stderr) of one client playing ``seconds`` of audio: steady is from 2 s
+    after it started to 1 s before its audio ends."""
     p = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
     try:
@@ -126,9 +127,10 @@ def _steady_cpu(argv: list[str], env: dict[str, str], seconds: float) -> tuple[f
     finally:
         if p.poll() is None:
             p.kill()
+    err = p.stderr.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{argv[0]} failed:\n{p.stderr.read().decode()[-2000:]}")
-    return 100 * (c1 - c0) / (t1 - t0), 100 * (ru.ru_utime + ru.ru_stime) / seconds
+        raise RuntimeError(f"{argv[0]} failed:\n{err[-2000:]}")
+    return 100 * (c1 - c0) / (t1 - t0), 100 * (ru.ru_utime + ru.ru_stime) / seconds, err
 
 
 def bench_cpu(args: argparse.Namespace) -> dict[str, Any]:
@@ -139,10 +141,12 @@ def bench_cpu(args: argparse.Namespace) -> dict[str, Any]:
     with System(args.repo, backend_args=["--sink", "null"]) as s:
         wav = s.work / "in.wav"
         noise_wav(wav, args.seconds)
-        steady, whole = _steady_cpu(
+        steady, whole, err = _steady_cpu(
             ["aplay", "-q", "-D", "pvplug", f"--period-size={args.period}",
              f"--buffer-size={4 * args.period}", str(wav)], s.alsa_env(), args.seconds)
-        ref, _ = _steady_cpu([str(compile_client(s.work)), "pace", str(wav), str(args.seconds),
+        if err.strip():  # (an xrun's recovery would be measured, not steady play)
+            print(f"aplay said:\n{err[-1500:]}", file=sys.stderr)
+        ref, _, _ = _steady_cpu([str(compile_client(s.work)), "pace", str(wav), str(args.seconds),
                               str(args.period)], {}, args.seconds)
     return {"period": args.period, "audio_s": args.seconds,
             "cpu_pct_per_audio_second": steady, "cpu_pct_whole_run": whole,

@@ -66,9 +66,9 @@ struct pvplug_fast {
 	uint32_t claim;		/* 1 while C or Python works on what follows */
 	uint32_t n_ids;		/* ids[0..n_ids): request ids C may use, in order */
 	uint32_t n_sent;	/* C used ids[0..n_sent) for these frames: */
-	uint16_t ids[24];	/* (Stream.MAX_OUTSIDE_IN_FLIGHT) */
-	int64_t sent_start[24];
-	int64_t sent_end[24];
+	uint16_t ids[64];	/* (Stream.MAX_OUTSIDE_IDS) */
+	int64_t sent_start[64];
+	int64_t sent_end[64];
 	double sent_at;		/* when C last sent */
 	double half_period;	/* s: a WRITE is due this long after the last */
 	double low_base;	/* or once the backend runs low, at */
@@ -90,10 +90,13 @@ struct pvplug_fast {
 	int64_t reported;	/* the last report Python took (frames) */
 	int64_t slack;
 	int64_t data_end;	/* the end of the WRITEs answered when Python looked */
-	uint32_t rsp_cons;	/* Python's consumer index of the ring */
+	uint32_t rsp_cons;	/* the ring's consumer index (C raises it) */
 	uint32_t n_wr;		/* WRITEs in flight (ids, ends), Python's and C's */
 	uint16_t wr_ids[24];
 	int64_t wr_ends[24];
+	uint32_t n_ans;		/* successful answers to those C took off the */
+	uint16_t ans_ids[88];	/* ring, in ring order (Python adopts them): */
+				/* as many as ids and wr_ids together */
 	uint32_t evt_seen_prod;	/* the event page's in_prod C last saw */
 	uint32_t evt_seen_idx[64];	/* in_prod q was first seen by C at */
 	double evt_seen_at[64];		/* [q % 64] (the reports' times for the clock fit) */
@@ -214,15 +217,24 @@ static void pvplug_fast_unclaim(struct pvplug_fast *f)
 
 static void pvplug_put_u32(char *p, uint32_t v) { memcpy(p, &v, 4); }
 
+static void pvplug_fast_seen_bounds(struct pvplug_fast *f);
+
 /* Under `claim`: whether C may send WRITEs for frames [first, end) of the
- * buffer (one, or two where it wraps), as Stream._send_writes would. */
-static int pvplug_fast_can_send(const struct pvplug_fast *f, int64_t first, int64_t end)
+ * buffer (one, or two where it wraps), as Stream._send_writes would: with
+ * ids left, and at most as many in flight as C can take the answers of
+ * (wr_ids; it takes those it can first). */
+static int pvplug_fast_can_send(struct pvplug_fast *f, int64_t first, int64_t end)
 {
 	int64_t off = first % f->buffer, cnt = end - first;
 	uint32_t pieces = off + cnt > f->buffer ? 2 : 1;
 
-	return f->ring && f->peer && f->n_sent + pieces <= f->n_ids && cnt > 0 &&
-	       cnt <= f->buffer && f->rate > 0;
+	if (!f->ring || !f->peer || f->n_sent + pieces > f->n_ids || cnt <= 0 ||
+	    cnt > f->buffer || f->rate <= 0)
+		return 0;
+	if (f->req_prod - f->rsp_cons + pieces > PVPLUG_NELEM(f->wr_ids))
+		pvplug_fast_seen_bounds(f);
+	return f->req_prod - f->rsp_cons + pieces <= PVPLUG_NELEM(f->wr_ids) &&
+	       f->n_wr + pieces <= PVPLUG_NELEM(f->wr_ids);
 }
 
 /* Send them; 0, or -1 (nothing sent: C may not). */
@@ -248,10 +260,8 @@ static int pvplug_fast_send(struct pvplug_fast *f, int64_t first, int64_t end, d
 		pvplug_put_u32(slot + 12, (uint32_t)(piece * f->frame_bytes));
 		f->sent_start[f->n_sent] = first;
 		f->sent_end[f->n_sent] = first + piece;
-		if (f->n_wr < PVPLUG_NELEM(f->wr_ids)) {	/* its answer may raise the bound */
-			f->wr_ids[f->n_wr] = f->ids[f->n_sent];
-			f->wr_ends[f->n_wr++] = first + piece;
-		}
+		f->wr_ids[f->n_wr] = f->ids[f->n_sent];	/* C takes its answer */
+		f->wr_ends[f->n_wr++] = first + piece;
 		f->n_sent++;
 		f->req_prod++;
 		first += piece;
@@ -271,8 +281,7 @@ static int pvplug_fast_send(struct pvplug_fast *f, int64_t first, int64_t end, d
 	return 0;
 }
 
-static int pvplug_fast_events_seen(struct pvplug_fast *f, double now);
-static void pvplug_fast_seen_bounds(struct pvplug_fast *f);
+static int pvplug_fast_events_seen(struct pvplug_fast *f);
 
 /* The snapshot, the absolute position and appl at `now`; -1: ask Python. */
 static int pvplug_fast_eval(struct pvplug_fast *f, unsigned long appl_mod, double now,
@@ -297,7 +306,7 @@ static int pvplug_fast_eval(struct pvplug_fast *f, unsigned long appl_mod, doubl
 		est = (int64_t)floor(s->slope * now + s->intercept);
 		if (!pvplug_fast_try_claim(f))
 			return -1;
-		if (pvplug_fast_events_seen(f, now) == 2 || est >= f->hi)
+		if (pvplug_fast_events_seen(f) == 2 || est >= f->hi)
 			pvplug_fast_seen_bounds(f);
 		lo = f->lo;
 		hi = f->hi;
@@ -321,9 +330,10 @@ static int64_t pvplug_fast_avail(const struct pvplug_fast *s, int64_t pos, int64
  * taken (in_prod != in_cons): 0 none, 1 yes, 2 yes and new since C last
  * looked.  Notes when C first saw the newest, which is the time the
  * position clock fits for it when Python takes it. */
-static int pvplug_fast_events_seen(struct pvplug_fast *f, double now)
+static int pvplug_fast_events_seen(struct pvplug_fast *f)
 {
 	uint32_t prod, q;
+	double at;
 
 	if (!f->evt)
 		return 0;
@@ -332,23 +342,28 @@ static int pvplug_fast_events_seen(struct pvplug_fast *f, double now)
 		return 0;
 	if (prod == f->evt_seen_prod)
 		return 1;
+	/* The time now, after in_prod was read, not the caller's: a report
+	 * stamped before it was there would pull the clock's line ahead. */
+	at = pvplug_now();
 	for (q = prod; q != f->evt_seen_prod && prod - q < 64; q--) {
 		f->evt_seen_idx[q % 64] = q;
-		f->evt_seen_at[q % 64] = now;
+		f->evt_seen_at[q % 64] = at;
 	}
 	f->evt_seen_prod = prod;
 	return 2;
 }
 
 /* Under `claim`: the pointer's bounds from what the rings hold now (the
- * newest CUR_POS, the WRITE answers not taken yet), as Python computes
- * them (glue/pcm.py _publish).  Only ever raises the bounds Python
- * published, and a lying backend only as far as the WRITEs it answered:
- * Python judges both when it takes them. */
+ * newest CUR_POS, the WRITE answers), as Python computes them (glue/pcm.py
+ * _publish).  Successful answers to the WRITEs C knows are taken off the
+ * ring, in order, up to the first other one: Python adopts them (the ids
+ * in ans_ids) as if it had taken them, and takes the rest itself.  Only
+ * ever raises the bounds Python published, and a lying backend only as far
+ * as the WRITEs it answered: Python judges the reports when it takes them. */
 static void pvplug_fast_seen_bounds(struct pvplug_fast *f)
 {
-	uint32_t cons, prod, n, i, j;
-	int64_t rep = f->reported, end = f->data_end, pos;
+	uint32_t cons, prod, j;
+	int64_t rep = f->reported, end, pos;
 	uint64_t octets;
 	const char *slot;
 	int32_t status;
@@ -366,22 +381,28 @@ static void pvplug_fast_seen_bounds(struct pvplug_fast *f)
 				rep = pos;
 		}
 	}
-	if (f->ring && f->n_wr) {
-		prod = __atomic_load_n((const uint32_t *)(f->ring + PVPLUG_RING_RSP_PROD),
-				       __ATOMIC_ACQUIRE);
-		n = prod - f->rsp_cons;
-		for (i = 0; n <= PVPLUG_RING_SLOTS && i < n; i++) {
-			slot = f->ring + PVPLUG_RING_HEADER +
-			       ((f->rsp_cons + i) % PVPLUG_RING_SLOTS) * PVPLUG_SLOT_SIZE;
-			memcpy(&id, slot, 2);
-			memcpy(&status, slot + 4, 4);
-			if (slot[2] != PVPLUG_OP_WRITE || status != 0)
-				continue;
-			for (j = 0; j < f->n_wr && j < PVPLUG_NELEM(f->wr_ids); j++)
-				if (f->wr_ids[j] == id && f->wr_ends[j] > end)
-					end = f->wr_ends[j];
-		}
+	prod = f->ring ? __atomic_load_n((const uint32_t *)(f->ring + PVPLUG_RING_RSP_PROD),
+					 __ATOMIC_ACQUIRE) : f->rsp_cons;
+	/* (ring.h RING_RESPONSE_PROD_OVERFLOW: never more than were asked) */
+	while (prod != f->rsp_cons && prod - f->rsp_cons <= f->req_prod - f->rsp_cons &&
+	       f->n_ans < PVPLUG_NELEM(f->ans_ids)) {
+		slot = f->ring + PVPLUG_RING_HEADER +
+		       (f->rsp_cons % PVPLUG_RING_SLOTS) * PVPLUG_SLOT_SIZE;
+		memcpy(&id, slot, 2);
+		memcpy(&status, slot + 4, 4);
+		for (j = 0; j < f->n_wr && f->wr_ids[j] != id; j++)
+			;
+		if (slot[2] != PVPLUG_OP_WRITE || status != 0 || j == f->n_wr)
+			break;
+		f->ans_ids[f->n_ans++] = id;
+		if (f->wr_ends[j] > f->data_end)
+			f->data_end = f->wr_ends[j];
+		f->n_wr--;	/* answered: out of the table */
+		f->wr_ids[j] = f->wr_ids[f->n_wr];
+		f->wr_ends[j] = f->wr_ends[f->n_wr];
+		f->rsp_cons++;
 	}
+	end = f->data_end;
 	if ((rep < end ? rep : end) > f->lo)
 		f->lo = rep < end ? rep : end;
 	if (rep + f->slack < end)
@@ -414,7 +435,7 @@ static int64_t pvplug_fast_position(struct pvplug_fast *f, unsigned long appl_mo
 	if (s->capture && pvplug_fast_try_claim(f)) {
 		/* Only note the time: Python sends READs when it is entered (a
 		 * client short of frames always enters it). */
-		pvplug_fast_events_seen(f, now);
+		pvplug_fast_events_seen(f);
 		pvplug_fast_unclaim(f);
 	}
 	if (s->dirty_from >= 0 && now >= s->flush_at && pvplug_fast_flush(f, now) < 0)

@@ -473,12 +473,13 @@ class PvPcm:
             self._outside_on = False
             if f.buf != native_ffi.NULL:
                 st.adopt_written(f.wr_end, f.dirty_from if f.dirty_from >= 0 else None)
-            if f.n_sent:
-                st.adopt_sent([(f.ids[i], f.sent_start[i], f.sent_end[i])
-                               for i in range(f.n_sent)], f.req_prod, f.sent_at,
-                              bool(f.notify_lost))
+            if (f.n_sent or f.n_ans) and st.ring is not None:
+                st.adopt_outside([(f.ids[i], f.sent_start[i], f.sent_end[i])
+                                  for i in range(f.n_sent)], f.req_prod, f.sent_at,
+                                 bool(f.notify_lost), [f.ans_ids[i] for i in range(f.n_ans)],
+                                 f.rsp_cons)
             f.buf = f.ring = f.evt = native_ffi.NULL
-            f.n_ids = f.n_sent = f.notify_lost = 0
+            f.n_ids = f.n_sent = f.n_ans = f.notify_lost = 0
         finally:
             native.pvplug_fast_unclaim(f)
 
@@ -492,7 +493,7 @@ class PvPcm:
             self._pub_wr_end = None
             f.buf = f.ring = f.evt = native_ffi.NULL
             f.peer = native_ffi.NULL
-            f.n_ids = f.n_sent = f.n_wr = 0
+            f.n_ids = f.n_sent = f.n_wr = f.n_ans = 0  # (adopted first: _pull)
             if m is None or m.state != PcmState.RUNNING or not m.clock.running or m.dry:
                 f.enabled = 0
                 return
@@ -551,11 +552,11 @@ class PvPcm:
         if self._ring_ref is None or self._ring_ref[0] is not st.ring_pages:
             self._ring_ref = (st.ring_pages, native_ffi.from_buffer(st.ring_pages.buf))
         f.ring = native_ffi.cast("char *", self._ring_ref[1])
+        f.req_prod = st.ring.req_prod_pvt  # (C takes answers only to what was asked)
         ids = st.outside_ids()[:len(f.ids)]
         notify = evtchn.native_notify(st.req_port) if ids and evtchn is not None else None
         if notify is None:
             return False
-        f.req_prod = st.ring.req_prod_pvt
         for i, rid in enumerate(ids):
             f.ids[i] = rid
         f.n_ids, f.n_sent, f.notify_lost = len(ids), 0, 0

@@ -210,23 +210,31 @@ class FrontRing:
         event = ops.load(REQ_EVENT_OFF)
         return ((new - event) & _M) < ((new - old) & _M)
 
-    def adopt_pushed(self, count: int, published: int) -> None:
-        """``count`` requests were put and pushed by someone else sharing our
-        end (the plugin's C fast path), leaving the published ``req_prod``
-        at ``published``: take them in as our own.
+    def adopt(self, pushed: int, published: int, consumed: int = 0,
+              consumer: int | None = None) -> None:
+        """Someone sharing our end (the plugin's C fast path) put and pushed
+        ``pushed`` requests, leaving the published ``req_prod`` at
+        ``published``, and took ``consumed`` responses, leaving the consumer
+        index at ``consumer``: take both in as our own.
 
         Raises
         ------
         LocalProtocolError
-            ``published`` is not ``count`` past our own index, or more
-            requests would be outstanding than the ring holds (EBADFD).
+            An index is not that many past our own, more responses were taken
+            than requests were made, or more requests would be outstanding
+            than the ring holds (EBADFD).
         """
-        new = (self.req_prod_pvt + count) & _M
-        if count < 0 or published & _M != new or ((new - self.rsp_cons) & _M) > RING_SIZE:
+        prod = (self.req_prod_pvt + pushed) & _M
+        cons = (self.rsp_cons + consumed) & _M
+        if consumer is None:
+            consumer = cons
+        if pushed < 0 or consumed < 0 or published & _M != prod or consumer & _M != cons \
+                or consumed > (prod - self.rsp_cons) & _M or (prod - cons) & _M > RING_SIZE:
             raise LocalProtocolError(
-                f"{count} requests adopted at req_prod_pvt={self.req_prod_pvt}, "
-                f"but req_prod is {published}")
-        self.req_prod_pvt = new
+                f"{pushed} requests and {consumed} responses adopted at req_prod_pvt="
+                f"{self.req_prod_pvt}, rsp_cons={self.rsp_cons}, but the indexes are "
+                f"{published} and {consumer}")
+        self.req_prod_pvt, self.rsp_cons = prod, cons
 
     def has_responses(self) -> bool:
         """ring.h RING_HAS_UNCONSUMED_RESPONSES: one load, nothing consumed."""

@@ -551,6 +551,10 @@ def test_steady_playback_pointer_is_answered_in_c(rig: Rig) -> None:
     assert in_c >= calls / 2, f"{in_c} of {calls} pointer calls answered in C"
     h.drain()
     same_audio(rig.played(h), data[:pos * FB])
+    # It took answers off the ring too, and each WRITE was answered once.
+    st = h.pcm.stream
+    assert st.outside_answers >= 1, "the shim took no WRITE answers off the ring"
+    assert st.acked == h.appl_frames and not st.proto.outstanding
 
 
 def test_delay_consistent_with_avail_and_smooth(rig: Rig) -> None:

@@ -390,6 +390,55 @@ class EventPair:
         self.front = EventRingFront(self.buf, self.ops)
 
 
+class TestAdopt:
+    """What the plugin's C fast path did to our end: requests it pushed and
+    responses it took, adopted in one step (Stream.adopt_outside)."""
+
+    @staticmethod
+    def push_outside(p: FrontBackPair, n: int) -> int:
+        """Put ``n`` requests and publish them behind the FrontRing's back."""
+        prod = p.front.req_prod_pvt
+        for i in range(n):
+            off = RING_HEADER + ((prod + i) % RING_SIZE) * SLOT_SIZE
+            p.buf[off:off + SLOT_SIZE] = bytes([i]) * SLOT_SIZE
+        p.ops.store(REQ_PROD_OFF, prod + n)
+        return (prod + n) % M
+
+    @pytest.mark.parametrize("start", STARTS)
+    def test_pushed_and_consumed_together(self, start: int) -> None:
+        p = FrontBackPair(start)
+        # More went through than the ring holds at once: only the two
+        # indexes together say how many are outstanding.
+        for _ in range(3):
+            published = self.push_outside(p, 20)
+            reqs, _ = p.echo()
+            assert len(reqs) == 20
+            p.front.adopt(20, published, 20, (p.front.rsp_cons + 20) % M)
+        assert p.front.req_prod_pvt == p.front.rsp_cons == (start + 60) % M
+        assert not p.front.has_responses() and p.front.free_requests() == RING_SIZE
+
+    def test_some_left_for_us(self) -> None:
+        p = FrontBackPair(2**32 - 1)
+        published = self.push_outside(p, 3)
+        p.echo()
+        p.front.adopt(3, published, 1, p.front.rsp_cons + 1)
+        assert len(p.front.take_responses()) == 2
+
+    @pytest.mark.parametrize("pushed, published, consumed, consumer", [
+        (2, 3, 0, 0),    # the published index is not two past ours
+        (2, 2, 1, 0),    # nor the consumer index one past
+        (2, 2, 3, 3),    # more answers taken than requests made
+        (-1, M - 1, 0, 0),
+        (33, 33, 0, 0),  # more outstanding than the ring holds
+    ])
+    def test_inconsistent_indexes_refused(self, pushed: int, published: int, consumed: int,
+                                          consumer: int) -> None:
+        p = FrontBackPair(0)
+        with pytest.raises(LocalProtocolError):
+            p.front.adopt(pushed, published, consumed, consumer)
+        assert p.front.req_prod_pvt == p.front.rsp_cons == 0  # nothing taken in
+
+
 class TestEventRing:
     def test_attach(self) -> None:
         e = EventPair(77)
