@@ -13,7 +13,8 @@ The tightest such line is a linear program -- the line above every point
 with the least total distance to them -- whose optimum is the edge of the
 points' upper convex hull above their mean time.  Late points cannot pull
 it; the earliest ones define it, and its slope is the backend's rate (it
-follows a drifting clock; a mere offset filter saw-tooths against one).
+follows a drifting clock; a mere offset filter saw-tooths against one).  The
+line itself leans a little slower than the fitted rate (``LEAN_SECONDS``).
 Points are kept over a time window (``WINDOW_SECONDS``), thinned to one per
 ``WINDOW_SECONDS / MAX_POINTS``; until they span ``MIN_SPAN`` the nominal
 rate is used with the tightest offset.
@@ -40,6 +41,14 @@ MIN_SPAN = 1.0
 MAX_SKEW = 2e-3
 #: seconds over which a new rate estimate is taken in (a low-pass filter)
 RATE_SMOOTHING = 5.0
+#: the line leans this many seconds' worth of frames slower than the fitted
+#: rate over the points' span (at 1 s: 100 ppm; at 10 s: 10 ppm).  A rate
+#: fitted over a short span is off by the spread of the least late reports
+#: over the span (tens of ppm at 1-3 s on our VM), and a line steeper than
+#: the backend is held by its oldest report and runs ahead of the backend
+#: (2.8 frames at 2 s, bench/run.py --tap); one slower is held by the newest
+#: reports and lags by a fraction of a frame between refits.
+LEAN_SECONDS = 100e-6
 #: new points between full rebuilds of the hull (amortised O(1) per report)
 _REBUILD_EVERY = 64
 
@@ -79,8 +88,9 @@ class PositionClock:
         self._hull_n = 0
         self._since_rebuild = 0
         self._bucket = WINDOW_SECONDS / MAX_POINTS
-        #: the line p = slope * t + intercept
+        #: the line p = slope * t + intercept (slope: the rate leaned, LEAN_SECONDS)
         self.slope = float(rate)
+        self.rate_estimate = float(rate)  # the backend's rate, fitted
         self.intercept = 0.0
         self._rate_t: float | None = None  # when the rate estimate was last taken in
 
@@ -159,15 +169,17 @@ class PositionClock:
                 # the next as points come and go, and a line that changed slope
                 # with each would step.
                 lp_rate = (p1 - p0) / (t1 - t0)
+                span = hull[-1][0] - hull[0][0]
                 if self._rate_t is None:
-                    self.slope = lp_rate
+                    self.rate_estimate = lp_rate
                 else:
                     # Faster while the points span little (a young estimate
                     # is worth less than the next one), RATE_SMOOTHING later.
-                    tau = min(RATE_SMOOTHING, (hull[-1][0] - hull[0][0]) / 2)
+                    tau = min(RATE_SMOOTHING, span / 2)
                     k = min(1.0, max(0.0, now - self._rate_t) / tau)
-                    self.slope += (lp_rate - self.slope) * k
+                    self.rate_estimate += (lp_rate - self.rate_estimate) * k
                 self._rate_t = now
+                self.slope = self.rate_estimate * (1 - LEAN_SECONDS / span)
         # (Too little to fit: the last rate found, the nominal one at first:
         # a card keeps its rate across a restart.)
         # The tightest line of that slope above every point: through the hull
@@ -202,4 +214,4 @@ class PositionClock:
 
     @property
     def fitted_rate(self) -> float:
-        return self.slope
+        return self.rate_estimate
