@@ -96,15 +96,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(1.0)  # the backend's interpreter start is not the guests' cost
         c0, t0 = cpu_seconds(be.pid), time.monotonic()
         rss0 = rss_kib(be.pid)
-        players = {g: sysm.start(["aplay", "-q", "-D", "pvplug", f"--period-size={args.period}",
-                                  f"--buffer-size={4 * args.period}",
-                                  str(sysm.work / f"in{g}.wav")], f"aplay{g}", env=envs[g])
-                   for g in honest}
+        players, started = {}, {}
+        for g in honest:
+            if players and args.stagger:
+                time.sleep(args.stagger)
+            players[g] = sysm.start(["aplay", "-q", "-D", "pvplug", f"--period-size={args.period}",
+                                     f"--buffer-size={4 * args.period}",
+                                     str(sysm.work / f"in{g}.wav")], f"aplay{g}", env=envs[g])
+            started[g] = time.monotonic()
         hostile_p = None
         if hostile:
             hostile_p = sysm.start([sysm.python, "-c", HOSTILE, str(sysm.sim_dir), str(hostile),
                                     str(args.hostile_period), str(args.seconds)], "hostile")
-        started = {g: time.monotonic() for g in honest}
         ended: dict[int, float] = {}
         deadline = time.monotonic() + args.seconds * 3 + 30
         while len(ended) < len(honest) or (hostile_p is not None and hostile_p.alive):
@@ -148,6 +151,9 @@ def main() -> int:
     p.add_argument("--hostile-period", type=int, default=0, metavar="FRAMES",
                    help="add a guest that opens with this period and writes flat out")
     p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--stagger", type=float, default=0.0, metavar="S",
+                   help="start the guests' players S seconds apart (0: all at once; each "
+                        "start is an interpreter's start and a handshake in the guest)")
     p.add_argument("--period", type=int, default=1024, help="the honest guests' period")
     p.add_argument("--backend-arg", action="append", default=[],
                    help="extra pvplug backend argument (repeatable)")
