@@ -210,8 +210,7 @@ class FrontRing:
         event = ops.load(REQ_EVENT_OFF)
         return ((new - event) & _M) < ((new - old) & _M)
 
-    def adopt(self, pushed: int, published: int, consumed: int = 0,
-              consumer: int | None = None) -> None:
+    def adopt(self, pushed: int, published: int, consumed: int, consumer: int) -> None:
         """Someone sharing our end (the plugin's C fast path) put and pushed
         ``pushed`` requests, leaving the published ``req_prod`` at
         ``published``, and took ``consumed`` responses, leaving the consumer
@@ -226,8 +225,6 @@ class FrontRing:
         """
         prod = (self.req_prod_pvt + pushed) & _M
         cons = (self.rsp_cons + consumed) & _M
-        if consumer is None:
-            consumer = cons
         if pushed < 0 or consumed < 0 or published & _M != prod or consumer & _M != cons \
                 or consumed > (prod - self.rsp_cons) & _M or (prod - cons) & _M > RING_SIZE:
             raise LocalProtocolError(

@@ -118,7 +118,7 @@ class StreamProtocol:
                 f"{self.name}: {label} while request {busy.id} "
                 f"({busy.label}) is still in flight")
         state = self._projected()
-        if (state, label) not in _TRANSITIONS:
+        if not allowed(state, what):
             raise LocalProtocolError(f"{self.name}: {label} not allowed in state {state.name}")
         rid = self.next_ids(1)[0]
         self._next_id = (rid + 1) & 0xFFFF
