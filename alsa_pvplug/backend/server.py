@@ -11,8 +11,12 @@ consumer copies from the ring when it plays, so the guest may rewrite
 anything not yet played (a WRITE behind the end truncates to it).  Capture
 writes into the ring as it records; READ only confirms that the range holds
 recorded data.
-Rule 3: one thread, one selector loop; every stream has a deadline for its
-next pacing step, and nothing in the loop blocks.
+Rule 3: the audio loop (one selector loop over the event channels and
+every stream's next pacing deadline) never waits on another process.  The
+xenbus work, which does (xenstore, mapping the rings, binding the channels),
+runs in a thread of its own; the two share one lock, which the xenbus thread
+holds only to hand a device's streams to the loop or take them back.  A
+guest whose handshake is slow, or a busy xenstored, costs the others nothing.
 
 Positions: CUR_POS carries octets played (captured) since OPEN or the last
 STOP, sent at every ``period_sz`` boundary (or every ``pos_frames`` frames),
@@ -24,7 +28,10 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import os
+import queue
 import selectors
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -70,6 +77,9 @@ MAX_BUFFER_BYTES = 16 * 1024 * 1024
 # How far ahead of playback a guest may write: one buffer, plus one more for a
 # guest whose interpolated pointer runs ahead of our period-granular playing.
 QUEUE_BUFFERS = 2
+# How long the end of run() waits for the xenbus thread to finish a
+# handshake step (each xenstore call is bounded by its transport's timeout).
+XENBUS_JOIN_SECONDS = 10.0
 
 
 class RequestFailed(Exception):
@@ -648,7 +658,7 @@ class BackendStream:
         try:
             return self.next_deadline()
         except Exception as exc:  # noqa: BLE001 - one device, not the loop
-            self.dev.fail(exc, "pacing")
+            self.dev.backend.loop_failed(self.dev, exc, "pacing")
             return None
 
     def next_deadline(self) -> float | None:
@@ -741,6 +751,20 @@ _OP_OF = {OpenReq: Op.OPEN, CloseReq: Op.CLOSE, TriggerReq: Op.TRIGGER,
           HwParamQuery: Op.HW_PARAM_QUERY}
 
 
+def _wake(fd: int) -> None:
+    try:
+        os.eventfd_write(fd, 1)
+    except OSError:  # closed with the backend, or the count is full: awake anyway
+        pass
+
+
+def _drain(fd: int) -> None:
+    try:
+        os.eventfd_read(fd)
+    except OSError:  # BlockingIOError: nothing to drain
+        pass
+
+
 def _quietly(fn: Callable[..., object], *args: object) -> None:
     try:
         fn(*args)
@@ -757,7 +781,10 @@ class VsndDevice:
         self.devid = devid
         self.be_dir = be_dir
         self.fe_dir = backend.xs.read(f"{be_dir}/frontend") or ""
-        self.streams: list[BackendStream] = []
+        self.streams: list[BackendStream] = []  # served by the audio loop
+        self.withdrawn: list[BackendStream] = []  # no longer served, not yet released
+        self.generation = 0  # connections so far: a failure reported late names its own
+        self.failing = False  # the audio loop gave up on it; the xenbus thread closes it
         self.state = XenbusState.UNKNOWN
         self._last_fe: XenbusState | None = None  # the frontend state we acted on
         self.config: CardConfig | None = None
@@ -807,8 +834,9 @@ class VsndDevice:
             self.write_state(XenbusState.INIT_WAIT)
 
     def connect(self) -> None:
+        """Map and bind every stream (xenbus thread, no lock held), then
+        hand them to the audio loop."""
         xs = self.backend.xs
-        self.streams = []
         try:
             tree = xs.read_tree(self.fe_dir)
             self.config = parse_card_config(tree)
@@ -818,18 +846,23 @@ class VsndDevice:
                         for k in (sndif.FIELD_RING_REF, sndif.FIELD_EVT_CHNL,
                                   sndif.FIELD_EVT_RING_REF, sndif.FIELD_EVT_EVT_CHNL)}
                 st = BackendStream(self, sc)
-                self.streams.append(st)
+                self.withdrawn.append(st)  # released by fail() if the next ones fail
                 st.connect(self.backend.mapper, self.backend.evtchn, keys)
-                self.backend.ports[st.req_port] = st
-                self.backend.ports[st.evt_port] = None
         except (PvSndError, OSError) as exc:
             self.fail(exc, "connect failed")
             return
+        with self.backend.lock:
+            self.streams, self.withdrawn = self.withdrawn, []
+            self.generation += 1
+            self.failing = False
+            now = time.monotonic()
+            for st in self.streams:
+                self.backend.ports[st.req_port] = st
+                self.backend.ports[st.evt_port] = None
+                st.throttled_until = now  # requests may already be queued
+        self.backend.wake_loop()
         self.write_state(XenbusState.CONNECTED)
         self._clear_error()
-        now = time.monotonic()
-        for st in self.streams:  # requests may already be queued
-            st.on_request_notify(now)
 
     @property
     def error_path(self) -> str:
@@ -846,8 +879,8 @@ class VsndDevice:
         if isinstance(exc, (PvSndError, OSError)):
             logger.error("%s: %s: %s", self.name, what, exc)
         else:
-            logger.exception("%s: %s (a bug; this device is closed, the others carry on)",
-                             self.name, what)
+            logger.error("%s: %s (a bug; this device is closed, the others carry on)",
+                         self.name, what, exc_info=exc)
         try:
             self.backend.xs.write(self.error_path, f"{code} {what}: {exc}"[:1024])
         except (PvSndError, OSError) as werr:
@@ -869,12 +902,20 @@ class VsndDevice:
         except (PvSndError, OSError) as exc:
             logger.debug("%s: removing %s: %s", self.name, self.error_path, exc)
 
-    def _release_streams(self) -> None:
+    def withdraw(self) -> None:
+        """The audio loop stops serving this device (lock held)."""
         for st in self.streams:
             self.backend.forget_port(st.req_port)
             self.backend.forget_port(st.evt_port)
-            st.release(self.backend.mapper, self.backend.evtchn)
+        self.withdrawn += self.streams
         self.streams = []
+
+    def _release_streams(self) -> None:
+        with self.backend.lock:
+            self.withdraw()
+            withdrawn, self.withdrawn = self.withdrawn, []
+        for st in withdrawn:  # unmapping and unbinding wait on the hypervisor
+            st.release(self.backend.mapper, self.backend.evtchn)
 
     def release(self, final: bool = False) -> None:
         """Unmap and unbind everything; then InitWait again, or Closed when
@@ -922,6 +963,15 @@ class Backend:
         self.root = f"{self.dom_path}/backend/vsnd"
         self.xs.watch(self.root, "devices")
         self._stopping = False
+        #: the audio loop's state (devices, their served streams, ports); the
+        #: loop holds it while it works, the xenbus thread to hand over
+        self.lock = threading.Lock()
+        self._loop_wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._xenbus_wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        #: (device, its generation, error, what): failures the loop hands on
+        self._failures: queue.SimpleQueue[tuple[VsndDevice, int, BaseException, str]] = \
+            queue.SimpleQueue()
+        self._xenbus_error: BaseException | None = None
 
     def notify(self, port: int) -> None:
         try:
@@ -948,23 +998,59 @@ class Backend:
                     d = VsndDevice(self, key[0], key[1], f"{self.root}/{fe}/{dev}")
                     if not d.fe_dir:
                         continue
-                    self.devices[key] = d
+                    with self.lock:
+                        self.devices[key] = d
                     self.xs.watch(f"{d.fe_dir}/state", f"fe:{key[0]}:{key[1]}")
                     self.guard(d, "start", d.start)
         for key in list(self.devices):
             if key not in seen:
-                d = self.devices.pop(key)
+                with self.lock:
+                    d = self.devices.pop(key)
                 _quietly(self.xs.unwatch, f"{d.fe_dir}/state", f"fe:{key[0]}:{key[1]}")
                 self.guard(d, "remove", d.release)
 
     def guard(self, device: VsndDevice, what: str, fn: Callable[..., None],
               *args: Any) -> None:
-        """Run one device's handling; whatever it raises closes that device
-        (``VsndDevice.fail``) and never reaches the loop serving the others."""
+        """Run one device's xenbus handling (xenbus thread); whatever it
+        raises closes that device (``VsndDevice.fail``) and no other."""
         try:
             fn(*args)
         except Exception as exc:  # noqa: BLE001 - containment is the point
             device.fail(exc, what)
+
+    def serve(self, device: VsndDevice, what: str, fn: Callable[..., None],
+              *args: Any) -> None:
+        """Run one device's audio work (audio loop, lock held).  Whatever it
+        raises withdraws that device's streams at once and leaves closing it,
+        which talks to xenstore, to the xenbus thread."""
+        if device.failing:
+            return
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - containment is the point
+            self.loop_failed(device, exc, what)
+
+    def loop_failed(self, device: VsndDevice, exc: BaseException, what: str) -> None:
+        """(audio loop, lock held) Stop serving the device; the xenbus thread
+        records why and closes it."""
+        if device.failing:
+            return
+        device.failing = True
+        device.withdraw()
+        self._failures.put((device, device.generation, exc, what))
+        _wake(self._xenbus_wake)
+
+    def wake_loop(self) -> None:
+        _wake(self._loop_wake)
+
+    def _take_failures(self) -> None:
+        while True:
+            try:
+                device, generation, exc, what = self._failures.get_nowait()
+            except queue.Empty:
+                return
+            if device.generation == generation and device.failing:
+                device.fail(exc, what)  # not if it was released or connected again since
 
     def _on_watch(self) -> None:
         for _path, token in self.xs.check_watch():
@@ -995,7 +1081,7 @@ class Backend:
                 self._held[port] = bucket.when(now)
             st = self.ports.get(port)
             if st is not None:
-                self.guard(st.dev, "request", st.on_request_notify, now)
+                self.serve(st.dev, "request", st.on_request_notify, now)
 
     def _release_held(self, now: float) -> None:
         for port, when in list(self._held.items()):
@@ -1007,26 +1093,60 @@ class Backend:
         return [st for d in self.devices.values() for st in d.streams]
 
     def run(self, until: Callable[[], bool] = lambda: False) -> None:
-        """Serve until ``until()`` is true or :meth:`stop` is called."""
+        """Serve until ``until()`` is true or :meth:`stop` is called: the
+        audio loop here, the xenbus work in a thread that ends with it."""
         sel = selectors.DefaultSelector()
-        sel.register(self.xs.fileno(), selectors.EVENT_READ, self._on_watch)
         sel.register(self.evtchn.fileno(), selectors.EVENT_READ, self._on_evtchn)
-        self.scan()
+        sel.register(self._loop_wake, selectors.EVENT_READ, lambda: _drain(self._loop_wake))
+        done = threading.Event()
+        xenbus = threading.Thread(target=self._xenbus_run, args=(done,), name="pvplug-xenbus",
+                                  daemon=True)
+        xenbus.start()
         try:
             while not self._stopping and not until():
-                deadlines = [t for st in self.streams() if (t := st.deadline()) is not None]
+                if self._xenbus_error is not None:
+                    raise self._xenbus_error
+                with self.lock:
+                    deadlines = [t for st in self.streams()
+                                 if (t := st.deadline()) is not None]
                 deadlines += self._held.values()
                 now = time.monotonic()
                 timeout = 0.5 if not deadlines else max(0.0, min(min(deadlines) - now, 0.5))
-                for key, _ in sel.select(timeout):
-                    key.data()
-                now = time.monotonic()
-                self._release_held(now)
-                for st in self.streams():
-                    if st.throttled_until is not None and st.throttled_until <= now:
-                        self.guard(st.dev, "request", st.on_request_notify, now)
-                    if st.running:
-                        self.guard(st.dev, "playing", st.step, now)
+                events = sel.select(timeout)
+                with self.lock:
+                    for key, _ in events:
+                        key.data()
+                    now = time.monotonic()
+                    self._release_held(now)
+                    for st in self.streams():
+                        if st.throttled_until is not None and st.throttled_until <= now:
+                            self.serve(st.dev, "request", st.on_request_notify, now)
+                        if st.running:
+                            self.serve(st.dev, "playing", st.step, now)
+        finally:
+            done.set()
+            _wake(self._xenbus_wake)
+            xenbus.join(XENBUS_JOIN_SECONDS)
+            sel.close()
+
+    def _xenbus_run(self, done: threading.Event) -> None:
+        """The xenbus thread: watches, handshakes, closing failed devices.
+        It wakes the loop after each round, so that ``until()`` is looked at
+        (``MemoryXenStore.wake`` stops a backend that way)."""
+        sel = selectors.DefaultSelector()
+        sel.register(self.xs.fileno(), selectors.EVENT_READ)
+        sel.register(self._xenbus_wake, selectors.EVENT_READ)
+        try:
+            self.scan()
+            while not done.is_set():
+                sel.select(0.5)
+                _drain(self._xenbus_wake)
+                self._take_failures()
+                self._on_watch()
+                self.wake_loop()
+        except BaseException as exc:  # the loop raises it: xenstore is gone
+            self._xenbus_error = exc
+            self.wake_loop()
         finally:
             sel.close()
 
@@ -1034,8 +1154,11 @@ class Backend:
         self._stopping = True
 
     def close(self) -> None:
+        self._take_failures()
         for d in self.devices.values():
             _quietly(d.release, True)
         self.devices.clear()
         for h in (self.mapper, self.evtchn):
             _quietly(h.close)
+        for fd in (self._loop_wake, self._xenbus_wake):
+            _quietly(os.close, fd)

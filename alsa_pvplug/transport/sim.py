@@ -453,10 +453,16 @@ class SimEventChannel(EventChannel):
                                  "remote_port": remote_port})
 
     def _bind(self, func: str, req: dict[str, Any]) -> int:
+        if self._h is None:
+            raise XenError(func, errno.EBADF, "handle is closed")
+        # The round trip without the lock: pending() and unmask() in another
+        # thread (a backend's audio loop) do not wait for the simulator.
+        # The new port is not in _ports yet, so no _sync can see it.
+        reply, fds = self._ctl.call(func, req, max_fds=_CHANNEL_FDS)
         with self._lock:
             if self._h is None:
-                raise XenError(func, errno.EBADF, "handle is closed")
-            reply, fds = self._ctl.call(func, req, max_fds=_CHANNEL_FDS)
+                _close_fds(fds)
+                raise XenError(func, errno.EBADF, "handle closed meanwhile")
             port = reply.get("port")
             if type(port) is not int or not 0 < port <= self._max_port or port in self._ports:
                 _close_fds(fds)
@@ -471,11 +477,11 @@ class SimEventChannel(EventChannel):
 
     def unbind(self, port: int) -> None:
         func = "xenevtchn_unbind"
-        with self._lock:
-            self._port(func, port)
-            try:
-                self._ctl.call(func, {"op": "unbind", "port": port})
-            finally:
+        self._port(func, port)
+        try:
+            self._ctl.call(func, {"op": "unbind", "port": port})  # lock-free, as _bind
+        finally:
+            with self._lock:
                 st = self._ports.pop(port, None)
                 if st is not None:
                     self._detach(st)

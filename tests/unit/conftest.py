@@ -57,7 +57,8 @@ def no_thread_left() -> Iterator[None]:
     """Every Backend thread a test started is gone when its fixtures are
     (autouse: set up first, so torn down after them)."""
     yield
-    left = [t.name for t in threading.enumerate() if t.name == "backend" and t.is_alive()]
+    left = [t.name for t in threading.enumerate()
+            if t.name in ("backend", "pvplug-xenbus") and t.is_alive()]
     assert not left, f"threads left running: {left}"
 
 

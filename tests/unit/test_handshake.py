@@ -4,12 +4,15 @@ close, and the frontend's recovery from state it did not leave itself."""
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 
 from alsa_pvplug.errors import BackendTimeout
 from alsa_pvplug.frontend import Card
 from alsa_pvplug.protocol import sndif
+from alsa_pvplug.protocol.sndif import PcmFormat
+from alsa_pvplug.sim.toolstack import create_domain, create_vsnd
 from alsa_pvplug.transport.memory import MemoryTransport
 
 BE_DIR = "/local/domain/0/backend/vsnd/1/0"
@@ -62,6 +65,46 @@ def test_a_second_card_connects_after_the_first_closed(hv, backend, card):
     second = card()
     assert second.connected and hv.read(f"{BE_DIR}/state") == "4"
     assert published(hv) != refs, "fresh rings, never the old grants"
+
+
+def test_a_slow_handshake_does_not_stall_a_playing_guest(hv, backend, card, recorder, signal,
+                                                          monkeypatch):
+    """The xenbus work has a thread of its own: while a second guest's
+    connect waits on xenstore, the first guest's stream is served."""
+    hv.add_domain(2)
+    create_domain(hv, 2, "guest2")
+    create_vsnd(hv, 2, 0)
+    be = backend()
+    st = card().stream(0, 0)
+    st.open(PcmFormat.S16_LE, 2, 48000, buffer_frames=1024, period_frames=256)
+    xs = be.backend.xs
+    entered, release = threading.Event(), threading.Event()
+    read_tree = xs.read_tree
+
+    def slow_read_tree(base: str) -> dict[str, str]:
+        if base.startswith("/local/domain/2/"):
+            entered.set()
+            release.wait(5)
+        return read_tree(base)
+
+    monkeypatch.setattr(xs, "read_tree", slow_read_tree)
+    t2 = MemoryTransport(hv, 2)
+    second: list[Card] = []
+    opener = threading.Thread(target=lambda: second.append(Card.open(t2, 0, timeout=10)))
+    opener.start()
+    try:
+        assert entered.wait(5), "the second guest's connect never reached the backend"
+        data = signal(PcmFormat.S16_LE, 2, 3000)
+        st.write(data)
+        st.drain()
+        assert opener.is_alive(), "played only after the second handshake went on"
+        assert recorder.played() == data
+    finally:
+        release.set()
+        opener.join(10)
+    assert second and second[0].connected
+    second[0].close()
+    t2.close()
 
 
 def test_connect_times_out_without_a_backend(hv, card):
