@@ -385,6 +385,11 @@ class SimEventChannel(EventChannel):
         func = "xenevtchn_open"
         self._ctl = _Control(path, func)
         self._lock = threading.Lock()
+        # Binds and unbinds one at a time, without _lock: the simulator's
+        # round trip must not hold up pending() and unmask() in another thread
+        # (a backend's audio loop), and a port freed by an unbind must leave
+        # _ports before a bind can be given its number again.
+        self._binding = threading.Lock()
         self._ports: dict[int, _PortState] = {}
         self._arrays: tuple[Any, ...] = ()
         fds: list[int] = []
@@ -453,39 +458,40 @@ class SimEventChannel(EventChannel):
                                  "remote_port": remote_port})
 
     def _bind(self, func: str, req: dict[str, Any]) -> int:
-        if self._h is None:
-            raise XenError(func, errno.EBADF, "handle is closed")
-        # The round trip without the lock: pending() and unmask() in another
-        # thread (a backend's audio loop) do not wait for the simulator.
-        # The new port is not in _ports yet, so no _sync can see it.
-        reply, fds = self._ctl.call(func, req, max_fds=_CHANNEL_FDS)
-        with self._lock:
+        with self._binding:
             if self._h is None:
-                _close_fds(fds)
-                raise XenError(func, errno.EBADF, "handle closed meanwhile")
-            port = reply.get("port")
-            if type(port) is not int or not 0 < port <= self._max_port or port in self._ports:
-                _close_fds(fds)
-                raise XenError(func, errno.EPROTO, f"bad port in reply: {port!r}")
-            st = _PortState(port, self._table)
-            self._ports[port] = st
-            try:
-                self._apply(func, st, reply, fds)
-            finally:
-                self._rebuild()
-            return port
+                raise XenError(func, errno.EBADF, "handle is closed")
+            # The new port is not in _ports yet, so no _sync can see it.
+            reply, fds = self._ctl.call(func, req, max_fds=_CHANNEL_FDS)
+            with self._lock:
+                if self._h is None:
+                    _close_fds(fds)
+                    raise XenError(func, errno.EBADF, "handle closed meanwhile")
+                port = reply.get("port")
+                if type(port) is not int or not 0 < port <= self._max_port \
+                        or port in self._ports:
+                    _close_fds(fds)
+                    raise XenError(func, errno.EPROTO, f"bad port in reply: {port!r}")
+                st = _PortState(port, self._table)
+                self._ports[port] = st
+                try:
+                    self._apply(func, st, reply, fds)
+                finally:
+                    self._rebuild()
+                return port
 
     def unbind(self, port: int) -> None:
         func = "xenevtchn_unbind"
-        self._port(func, port)
-        try:
-            self._ctl.call(func, {"op": "unbind", "port": port})  # lock-free, as _bind
-        finally:
-            with self._lock:
-                st = self._ports.pop(port, None)
-                if st is not None:
-                    self._detach(st)
-                    self._rebuild()
+        with self._binding:
+            self._port(func, port)
+            try:
+                self._ctl.call(func, {"op": "unbind", "port": port})
+            finally:
+                with self._lock:
+                    st = self._ports.pop(port, None)
+                    if st is not None:
+                        self._detach(st)
+                        self._rebuild()
 
     def _resolve(self, func: str, st: _PortState) -> None:
         """Ask the simulator what ``st`` is connected to now (lock held)."""
