@@ -9,15 +9,18 @@ Model: a running stream is on a line ``p = rate * t + b``, ``rate`` near the
 nominal one.  A report of position ``p`` observed at ``t`` is never early,
 only late (the backend woke late, we polled late): the backend was at ``p``
 at or before ``t``, so the true line passes on or above the point (t, p).
-The tightest such line is a linear program -- the line above every point
-with the least total distance to them -- whose optimum is the edge of the
-points' upper convex hull above their mean time.  Late points cannot pull
-it; the earliest ones define it, and its slope is the backend's rate (it
-follows a drifting clock; a mere offset filter saw-tooths against one).  The
-line itself leans a little slower than the fitted rate (``LEAN_SECONDS``).
-Points are kept over a time window (``WINDOW_SECONDS``), thinned to one per
-``WINDOW_SECONDS / MAX_POINTS``; until they span ``MIN_SPAN`` the nominal
-rate is used with the tightest offset.
+
+The line has two parts.  Its slope is the backend's rate, fitted by least
+squares through the least late point of each ``BUCKET`` over a window
+(``WINDOW_SECONDS``, a stall's points clipped: ``LATE_CLIP``), and leaned
+slower by ``LEAN_SE`` standard errors of that fit: a line steeper than the
+backend is held by its oldest point and runs ahead of it, one slower is
+held by the newest and lags by a fraction of a frame.  Its intercept is the
+tightest one for that slope: through the vertex of the points' upper convex
+hull where the edges' slopes cross it.  Until the points span ``MIN_SPAN``
+the slope is the last fitted one, or at first the nominal rate leaned by
+``YOUNG_SKEW``, slower than any card's crystal: a young line at the nominal
+rate ran 14 frames ahead of a 300 ppm slow backend by its first second.
 
 The estimate is clamped to what is known: never behind the last report,
 never more than ``slack`` frames beyond it (the backend may have stalled),
@@ -32,24 +35,26 @@ from collections import deque
 
 #: seconds of reports the fit looks at
 WINDOW_SECONDS = 10.0
-#: points kept at most (one per WINDOW_SECONDS / MAX_POINTS: the least late)
-MAX_POINTS = 512
-#: the span of points the rate is fitted from; before it, the nominal rate
-MIN_SPAN = 1.0
+#: one point per bucket (the least late of its reports): a least-squares fit
+#: through them sees the edge of the lateness, not its spread
+BUCKET = 0.05
+#: the span of points (and their number) the rate is fitted from
+MIN_SPAN = 0.5
+MIN_POINTS = 5
 #: fitted rates beyond this far from nominal are not believed (a card's
 #: crystal is within a few hundred ppm; this is 0.2 %)
 MAX_SKEW = 2e-3
-#: seconds over which a new rate estimate is taken in (a low-pass filter)
-RATE_SMOOTHING = 5.0
-#: the line leans this many seconds' worth of frames slower than the fitted
-#: rate over the points' span (at 1 s: 100 ppm; at 10 s: 10 ppm).  A rate
-#: fitted over a short span is off by the spread of the least late reports
-#: over the span (tens of ppm at 1-3 s on our VM), and a line steeper than
-#: the backend is held by its oldest report and runs ahead of the backend
-#: (2.8 frames at 2 s, bench/run.py --tap); one slower is held by the newest
-#: reports and lags by a fraction of a frame between refits.
-LEAN_SECONDS = 100e-6
-#: new points between full rebuilds of the hull (amortised O(1) per report)
+#: before a fit the line runs this much slower than nominal: behind any
+#: card within 500 ppm rather than ahead of the slow ones
+YOUNG_SKEW = 500e-6
+#: the line's slope is the fitted rate less this many standard errors of the
+#: fit (on our VM about 100 ppm at 1 s, 10 at 5 s, 4 at 10 s)
+LEAN_SE = 3.0
+#: a point later than this behind the fitted line enters the fit this far
+#: behind it (still a true bound): one stall of the client must not tilt it
+LATE_CLIP = 300e-6
+#: new points between full rebuilds of the hull and of the fit's sums
+#: (amortised O(1) per report; a rebuild also moves the sums' origin)
 _REBUILD_EVERY = 64
 
 
@@ -82,28 +87,39 @@ class PositionClock:
         self.reported = 0          # the latest reported position
         self.running = False
         self._frozen = 0           # position while not running
-        self._pts: deque[tuple[float, float]] = deque()
+        #: (t, p, p as the fit takes it): one per bucket, and the start
+        self._pts: deque[tuple[float, float, float]] = deque()
+        self._start_in = False     # _pts[0] is the start point (on the hull, not in the fit)
+        self._t_start = 0.0
+        self._last_bucket = -1
         self._hull: list[tuple[float, float]] = []
-        self._hull_sum_t = 0.0     # sum of t over the points the hull covers
-        self._hull_n = 0
         self._since_rebuild = 0
-        self._bucket = WINDOW_SECONDS / MAX_POINTS
-        #: the line p = slope * t + intercept (slope: the rate leaned, LEAN_SECONDS)
-        self.slope = float(rate)
+        # The fit's sums, over the points but the start, in frames off the
+        # nominal line from an origin near them (small numbers: exact sums).
+        self._origin = (0.0, 0.0)
+        self._n = 0
+        self._sx = self._sq = self._sxx = self._sxq = self._sqq = 0.0
+        #: the line p = slope * t + intercept (slope: the rate leaned, LEAN_SE)
+        self.slope = rate * (1 - YOUNG_SKEW)
         self.rate_estimate = float(rate)  # the backend's rate, fitted
         self.intercept = 0.0
-        self._rate_t: float | None = None  # when the rate estimate was last taken in
+        self._fitted: tuple[float, float, float] | None = None  # (t, p, rate): the fit's line
 
     # -- state ---------------------------------------------------------------
     def restart(self, position: int, now: float) -> None:
         """(Re)start the clock at ``position``: START, RESUME, or new data
-        after the backend ran dry (it restarts its clock when data comes)."""
+        after the backend ran dry (it restarts its clock when data comes).
+        The start point bounds the line, but stays out of the rate fit: it
+        is as late as the START answer, not as a report."""
         self.running = True
-        self._pts.clear()
-        self._hull = []
-        self._hull_sum_t, self._hull_n, self._since_rebuild = 0.0, 0, 0
         self.reported = max(self.reported, position)
-        self._add(now, float(position))
+        self._pts.clear()
+        self._pts.append((now, float(position), float(position)))
+        self._start_in = True
+        self._t_start, self._last_bucket = now, -1
+        self._fitted = None
+        self._rebuild()
+        self._fit()
 
     def freeze(self, now: float) -> int:
         """Stop moving (PAUSE, STOP, dry); returns the position kept."""
@@ -112,11 +128,13 @@ class PositionClock:
         return self._frozen
 
     def reset(self) -> None:
-        """Back to the origin, stopped (prepare)."""
+        """Back to the origin, stopped (prepare).  The fitted slope stays: a
+        card keeps its rate."""
         self.running = False
         self.reported = self._frozen = 0
         self._pts.clear()
         self._hull = []
+        self._start_in = False
 
     def observe(self, position: int, now: float) -> None:
         """A report: the backend was at ``position`` at or before ``now``."""
@@ -127,73 +145,89 @@ class PositionClock:
         self._add(now, float(position))
 
     # -- the fit ---------------------------------------------------------------
+    def _sum(self, t: float, p: float, sign: int) -> None:
+        x = t - self._origin[0]
+        q = p - self._origin[1] - self.rate * x
+        self._n += sign
+        self._sx += sign * x
+        self._sq += sign * q
+        self._sxx += sign * x * x
+        self._sxq += sign * x * q
+        self._sqq += sign * q * q
+
+    def _rebuild(self) -> None:
+        pts = self._pts
+        self._hull = _upper_hull([(t, p) for t, p, _ in pts])
+        self._origin = pts[0][:2]
+        self._n = 0
+        self._sx = self._sq = self._sxx = self._sxq = self._sqq = 0.0
+        for i, (t, _, fp) in enumerate(pts):
+            if i or not self._start_in:
+                self._sum(t, fp, 1)
+        self._since_rebuild = 0
+
     def _add(self, t: float, p: float) -> None:
         pts = self._pts
-        if pts and t - pts[-1][0] < self._bucket and len(pts) > 1:
+        t = max(t, pts[-1][0])  # (seen later is still a true bound; the hull wants order)
+        bucket = math.floor((t - self._t_start) / BUCKET)
+        if bucket == self._last_bucket and len(pts) > 1:
             # Same bucket as the last point: keep the least late of the two.
-            lt, lp = pts[-1]
-            if p - self.rate * t <= lp - self.rate * lt:
+            lt, lp, lfp = pts[-1]
+            if p - self.slope * t <= lp - self.slope * lt:
                 return
             pts.pop()  # (the hull keeps it until the next rebuild: still a true bound)
-        pts.append((t, p))
-        while pts and t - pts[0][0] > WINDOW_SECONDS:
-            pts.popleft()
+            self._sum(lt, lfp, -1)
+        self._last_bucket = bucket
+        fp = p
+        if self._fitted is not None:
+            # (Not against the young line: a backend slower than it would be
+            # clipped towards it and fitted at its rate.)
+            ft, fpos, frate = self._fitted
+            fp = max(p, fpos + frate * (t - ft) - LATE_CLIP * self.rate)
+        pts.append((t, p, fp))
+        self._sum(t, fp, 1)
+        while t - pts[0][0] > WINDOW_SECONDS:
+            ot, _, ofp = pts.popleft()
+            if self._start_in:
+                self._start_in = False
+            else:
+                self._sum(ot, ofp, -1)
         self._since_rebuild += 1
-        if self._since_rebuild >= _REBUILD_EVERY or not self._hull:
-            self._hull = _upper_hull(list(pts))
-            self._hull_sum_t = sum(x for x, _ in pts)
-            self._hull_n = len(pts)
-            self._since_rebuild = 0
+        if self._since_rebuild >= _REBUILD_EVERY:
+            self._rebuild()
         else:
             _push(self._hull, (t, p))
-            self._hull_sum_t += t
-            self._hull_n += 1
         self._fit()
 
     def _fit(self) -> None:
-        hull = self._hull
-        r = float(self.rate)
-        now = hull[-1][0] if hull else 0.0
-        if len(hull) >= 2 and hull[-1][0] - hull[0][0] >= MIN_SPAN:
-            mean_t = self._hull_sum_t / self._hull_n
-            lo, hi = 0, len(hull) - 1
-            while hi - lo > 1:  # the edge above the mean time
-                mid = (lo + hi) // 2
-                if hull[mid][0] <= mean_t:
-                    lo = mid
-                else:
-                    hi = mid
-            (t0, p0), (t1, p1) = hull[lo], hull[hi]
-            if t1 > t0 and abs((p1 - p0) / (t1 - t0) / r - 1) <= MAX_SKEW:
-                # The LP's rate, low-passed: one edge of the hull gives way to
-                # the next as points come and go, and a line that changed slope
-                # with each would step.
-                lp_rate = (p1 - p0) / (t1 - t0)
-                span = hull[-1][0] - hull[0][0]
-                if self._rate_t is None:
-                    self.rate_estimate = lp_rate
-                else:
-                    # Faster while the points span little (a young estimate
-                    # is worth less than the next one), RATE_SMOOTHING later.
-                    tau = min(RATE_SMOOTHING, span / 2)
-                    k = min(1.0, max(0.0, now - self._rate_t) / tau)
-                    self.rate_estimate += (lp_rate - self.rate_estimate) * k
-                self._rate_t = now
-                self.slope = self.rate_estimate * (1 - LEAN_SECONDS / span)
-        # (Too little to fit: the last rate found, the nominal one at first:
+        r, n, pts = float(self.rate), self._n, self._pts
+        if n >= MIN_POINTS and pts[-1][0] - pts[0][0] >= MIN_SPAN:
+            sxx = self._sxx - self._sx * self._sx / n
+            if sxx > 0:
+                sxq = self._sxq - self._sx * self._sq / n
+                d = sxq / sxx  # frames/s off the nominal rate
+                if abs(d) <= MAX_SKEW * r:
+                    var = max(0.0, self._sqq - self._sq * self._sq / n - sxq * d) / (n - 2)
+                    self.rate_estimate = r + d
+                    mx = self._sx / n
+                    self._fitted = (self._origin[0] + mx,
+                                    self._origin[1] + self._sq / n + r * mx, r + d)
+                    self.slope = max(r * (1 - MAX_SKEW),
+                                     self.rate_estimate - LEAN_SE * math.sqrt(var / sxx))
+        # (Too little to fit: the last slope found, the young one at first:
         # a card keeps its rate across a restart.)
         # The tightest line of that slope above every point: through the hull
         # vertex where the edges' slopes cross it (the max of p - slope * t).
-        pts = hull or list(self._pts)
-        lo, hi = 0, len(pts) - 1
+        hull = self._hull
+        lo, hi = 0, len(hull) - 1
         while lo < hi:
             mid = (lo + hi) // 2
-            (ta, pa), (tb, pb) = pts[mid], pts[mid + 1]
+            (ta, pa), (tb, pb) = hull[mid], hull[mid + 1]
             if pb - pa >= self.slope * (tb - ta):
                 lo = mid + 1
             else:
                 hi = mid
-        t, p = pts[lo]
+        t, p = hull[lo]
         self.intercept = p - self.slope * t
 
     # -- reading -----------------------------------------------------------------

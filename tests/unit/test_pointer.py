@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alsa_pvplug.protocol.pointer import MIN_SPAN, PositionClock
+from alsa_pvplug.protocol.pointer import MIN_SPAN, YOUNG_SKEW, PositionClock
 
 RATE = 48000
 MS = RATE // 1000  # frames per millisecond
@@ -32,18 +32,20 @@ def test_bad_arguments() -> None:
             PositionClock(rate, slack)
 
 
-def test_runs_from_restart_on_the_rate() -> None:
+def test_runs_from_restart_on_the_young_rate() -> None:
     c = running()
     assert c.estimate(100.0) == 0
-    c.observe(5 * MS, 100.005)  # on time: keeps the line
+    assert c.slope == RATE * (1 - YOUNG_SKEW)
+    c.observe(5 * MS, 100.005)  # on time: moves the line up to it
+    assert c.estimate(100.005) == 5 * MS
     assert c.estimate(100.010) == near(10 * MS)
-    assert c.time_of(24 * MS) == pytest.approx(100.024)
+    assert c.time_of(24 * MS) == pytest.approx(100.024, abs=1e-5)
 
 
 def test_floor_never_rounds_up() -> None:
     c = running()
-    assert c.estimate(100.0 + 0.9999 / RATE) == 0
-    assert c.estimate(100.0 + 1.0001 / RATE) == 1
+    assert c.estimate(100.0 + 0.9999 / c.slope) == 0
+    assert c.estimate(100.0 + 1.0001 / c.slope) == 1
 
 
 def test_late_observations_never_pull_the_line() -> None:
@@ -51,8 +53,8 @@ def test_late_observations_never_pull_the_line() -> None:
     # Reports observed 3, 8 and 20 ms late: the line stays on the start.
     for pos, late in ((10 * MS, 0.003), (20 * MS, 0.008), (30 * MS, 0.020)):
         c.observe(pos, 100.0 + pos / RATE + late)
-    assert c.estimate(100.050) == near(50 * MS)
-    assert c.time_of(60 * MS) == pytest.approx(100.060)
+    assert c.estimate(100.050) == near(int(50 * MS * (1 - YOUNG_SKEW)))
+    assert c.time_of(60 * MS) == pytest.approx(100.060, abs=1e-4)
 
 
 def test_min_filter_takes_the_earliest_bound() -> None:
@@ -101,17 +103,27 @@ def test_follows_a_drifting_backend(ppm: float) -> None:
     assert min(late) >= -3, min(late)
 
 
+def vm_lateness(rng: random.Random) -> float:
+    """How late a report is seen, as bench/run.py --tap measured it on our
+    VM: never under 100 us, median about 300 us (the backend's wake-up plus
+    our polling), and one report in a hundred held 2-10 ms by a stall."""
+    late = 100e-6 + rng.gammavariate(2.0, 50e-6) + rng.uniform(0, 200e-6)
+    if rng.random() < 0.01:
+        late += rng.uniform(2e-3, 10e-3)
+    return late
+
+
 def _batched_run(ppm: float, seconds: float, seed: int, batch: float = 0.25,
-                 period: int = 1024, mean_late: float = 0.0005) -> list[tuple[float, int, int]]:
-    """As the plugin feeds the clock: the reports (each late by an
-    exponential delay, stamped when seen) are taken every ``batch`` seconds,
-    and the pointer is read from the line of the last take in between."""
+                 period: int = 1024) -> list[tuple[float, int, int]]:
+    """As the plugin feeds the clock: the reports (stamped when seen) are
+    taken every ``batch`` seconds, and the pointer is read from the line of
+    the last take in between (the shim reads the line Python published)."""
     rng = random.Random(seed)
     true_rate = RATE * (1 + ppm * 1e-6)
     c = PositionClock(RATE, slack=RATE)  # (the clamp is not what is tested)
     c.restart(0, 0.0)
-    seen = [(k * period / true_rate + rng.expovariate(1 / mean_late), k * period)
-            for k in range(1, int(seconds * true_rate / period))]
+    seen = sorted((k * period / true_rate + vm_lateness(rng), k * period)
+                  for k in range(1, int(seconds * true_rate / period)))
     samples, i, t, take = [], 0, 0.0, batch
     while t < seconds - batch:
         if t >= take:
@@ -125,18 +137,47 @@ def _batched_run(ppm: float, seconds: float, seed: int, batch: float = 0.25,
 
 
 @pytest.mark.parametrize("ppm", [-300.0, 0.0, 300.0])
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_young_fit_is_never_ahead(ppm: float, seed: int) -> None:
-    """From the first fitted rate on (a span of MIN_SPAN), read between
-    takes 0.25 s apart, as the shim reads the line Python published: never
-    more than a frame ahead of the backend, nor far behind (the lean costs a
-    fraction of a frame between takes).  The VM's young fits that ran 2-3
-    frames ahead (bench/run.py --tap) are not reproduced by these synthetic
-    delays: this guards the property, LEAN_SECONDS' reason is the bench."""
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_never_ahead_from_the_start(ppm: float, seed: int) -> None:
+    """From the START on, young line and fitted one, read between takes
+    0.25 s apart as the shim reads the line Python published: never more
+    than a frame ahead of the backend, nor far behind.  (A young line at
+    the nominal rate ran 14 frames ahead of a 300 ppm slow backend by 1 s.)"""
     samples = _batched_run(ppm, 6.0, seed)
-    ahead = [est - truth for t, est, truth in samples if t > MIN_SPAN + 0.5]
+    ahead = [est - truth for t, est, truth in samples]
     assert max(ahead) <= 1, max(ahead)
-    assert min(ahead) >= -12, min(ahead)  # and not far behind
+    late = [est - truth for t, est, truth in samples if t > 2 * MIN_SPAN]
+    assert min(late) >= -20, min(late)  # and not far behind once fitted
+    settled = [est - truth for t, est, truth in samples if t > 4.0]
+    assert min(settled) >= -8, min(settled)
+
+
+def test_young_line_is_slower_than_a_slow_card() -> None:
+    """Before the first fit the line runs YOUNG_SKEW slow: a card 300 ppm
+    slow, reporting on time, is never passed (at the nominal rate the line
+    would be 7 frames ahead at 0.5 s)."""
+    true_rate = RATE * (1 - 300e-6)
+    c = running(slack=RATE, at=0.0)
+    for k in range(1, 24):
+        t = k * 0.02
+        c.observe(int(t * true_rate), t)
+        assert c.slope == pytest.approx(RATE * (1 - YOUNG_SKEW))
+        for dt in (0.0, 0.01, 0.019):
+            assert c.estimate(t + dt) <= (t + dt) * true_rate + 1
+
+
+def test_start_point_stays_out_of_the_fit() -> None:
+    """Reports all 1 ms late after a START answered on time: the fit is the
+    backend's rate, not one the early start point would pull slow; the line
+    goes through the start point, on the backend's clock."""
+    c = running(slack=RATE, at=0.0)
+    true_rate = RATE * (1 + 100e-6)
+    for k in range(1, 60):
+        t = k * 1024 / true_rate
+        c.observe(k * 1024, t + 0.001)
+    assert c.fitted_rate == pytest.approx(true_rate, rel=1e-7)
+    assert c.slope <= true_rate * (1 + 1e-12)
+    assert c.estimate(1.5) == pytest.approx(1.5 * true_rate, abs=1)
 
 
 def test_short_periods_and_thinning() -> None:
