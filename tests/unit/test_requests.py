@@ -189,3 +189,36 @@ def test_a_caller_that_starts_waiting_arms_the_ring(backend, card, signal):
         st.poll()
     assert ring.armed(), "a waiting caller left rsp_event behind: the answer would not wake it"
     be.thaw()
+
+
+def test_a_short_queue_keeps_the_guest_notifying(backend, card, signal, wait_for):
+    """A paced backend with a cadence and a half queued takes the next WRITE
+    at its next cadence and tells the guest not to notify (``req_event`` left
+    behind): a wake-up per WRITE spared.  With less queued (PipeWire keeps a
+    quantum or two in a long period) a WRITE left in the ring until then is
+    data the queue lacks: the guest must go on notifying."""
+    from alsa_pvplug.protocol.ring import REQ_EVENT_OFF
+
+    backend(paced=True)
+    c = card()
+    st = c.stream(0, 0)
+    period = 8192  # a 170 ms cadence: each take below comes well within one
+    st.open(PcmFormat.S16_LE, 2, 48000, buffer_frames=8 * period, period_frames=period)
+    ring = st.ring
+
+    def notifies_next() -> bool:  # ring.h: req_event just past what was pushed
+        return ring._ops.load(REQ_EVENT_OFF) == (ring.req_prod_pvt + 1) & 0xFFFFFFFF
+
+    def write(frames: int, seed: int) -> None:
+        st.write(signal(PcmFormat.S16_LE, 2, frames, seed=seed))
+        wait_for(lambda: not st.proto.outstanding, "the WRITE answered", poll=c.process)
+
+    write(period, 1)
+    st.start()
+    write(1024, 2)  # taken with less than a cadence queued
+    assert notifies_next(), "a short queue, yet the guest was told not to notify"
+    for seed in (3, 4, 5):  # the last taken with more than two queued
+        write(period, seed)
+    assert not notifies_next(), "three cadences queued: a notification per WRITE is waste"
+    st.stop()
+    st.close()
