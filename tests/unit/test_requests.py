@@ -192,7 +192,7 @@ def test_a_caller_that_starts_waiting_arms_the_ring(backend, card, signal):
 
 
 def test_a_short_queue_keeps_the_guest_notifying(backend, card, signal, wait_for):
-    """A paced backend with a cadence and a half queued takes the next WRITE
+    """A paced backend with two cadences or more queued takes the next WRITE
     at its next cadence and tells the guest not to notify (``req_event`` left
     behind): a wake-up per WRITE spared.  With less queued (PipeWire keeps a
     quantum or two in a long period) a WRITE left in the ring until then is
