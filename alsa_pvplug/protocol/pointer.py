@@ -103,7 +103,8 @@ class PositionClock:
         self.slope = rate * (1 - YOUNG_SKEW)
         self.rate_estimate = float(rate)  # the backend's rate, fitted
         self.intercept = 0.0
-        self._fitted: tuple[float, float, float] | None = None  # (t, p, rate): the fit's line
+        #: a point (t, p) of the fit's line (at rate_estimate), or None: no fit since the start
+        self._fitted: tuple[float, float] | None = None
 
     # -- state ---------------------------------------------------------------
     def restart(self, position: int, now: float) -> None:
@@ -182,8 +183,8 @@ class PositionClock:
         if self._fitted is not None:
             # (Not against the young line: a backend slower than it would be
             # clipped towards it and fitted at its rate.)
-            ft, fpos, frate = self._fitted
-            fp = max(p, fpos + frate * (t - ft) - LATE_CLIP * self.rate)
+            ft, fpos = self._fitted
+            fp = max(p, fpos + self.rate_estimate * (t - ft) - LATE_CLIP * self.rate)
         pts.append((t, p, fp))
         self._sum(t, fp, 1)
         while t - pts[0][0] > WINDOW_SECONDS:
@@ -210,8 +211,7 @@ class PositionClock:
                     var = max(0.0, self._sqq - self._sq * self._sq / n - sxq * d) / (n - 2)
                     self.rate_estimate = r + d
                     mx = self._sx / n
-                    self._fitted = (self._origin[0] + mx,
-                                    self._origin[1] + self._sq / n + r * mx, r + d)
+                    self._fitted = (self._origin[0] + mx, self._origin[1] + self._sq / n + r * mx)
                     self.slope = max(r * (1 - MAX_SKEW),
                                      self.rate_estimate - LEAN_SE * math.sqrt(var / sxx))
         # (Too little to fit: the last slope found, the young one at first:
