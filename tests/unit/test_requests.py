@@ -202,8 +202,9 @@ def test_a_short_queue_keeps_the_guest_notifying(backend, card, signal, wait_for
     backend(paced=True)
     c = card()
     st = c.stream(0, 0)
-    period = 8192  # a 170 ms cadence: each take below comes well within one
-    st.open(PcmFormat.S16_LE, 2, 48000, buffer_frames=8 * period, period_frames=period)
+    # A 1 s cadence: the takes below come well within one, even on a busy machine.
+    period = 8192
+    st.open(PcmFormat.S16_LE, 2, 8000, buffer_frames=8 * period, period_frames=period)
     ring = st.ring
 
     def notifies_next() -> bool:  # ring.h: req_event just past what was pushed
