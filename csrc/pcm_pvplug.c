@@ -11,7 +11,8 @@
  * pointer, readiness, xruns) is made in Python.
  *
  * Build-time macros (strings): PVPLUG_LIBPYTHON (soname to promote),
- * PVPLUG_PYTHON_HOME, PVPLUG_PYTHON_EXE.
+ * PVPLUG_PYTHON_HOME, PVPLUG_PYTHON_EXE, PVPLUG_PYTHON_PATH (the build's
+ * site directories, joined by ':').
  */
 #include <alsa/asoundlib.h>
 #include <alsa/pcm_external.h>
@@ -62,6 +63,26 @@ static void pv_forked(void) { pv_forks++; }
 static pthread_mutex_t pv_init_lock = PTHREAD_MUTEX_INITIALIZER;
 static int pv_init_done;
 
+/* Appends each ':'-separated directory to sys.path (GIL held).  Before
+ * cffi starts: it imports _cffi_backend from there before our init code. */
+static int pv_extend_path(const char *dirs)
+{
+	PyObject *path = PySys_GetObject("path");	/* borrowed */
+
+	while (path && *dirs) {
+		size_t len = strcspn(dirs, ":");
+		PyObject *dir = PyUnicode_DecodeFSDefaultAndSize(dirs, len);
+
+		if (!dir || PyList_Append(path, dir) != 0) {
+			Py_XDECREF(dir);
+			return -1;
+		}
+		Py_DECREF(dir);
+		dirs += len + (dirs[len] == ':');
+	}
+	return path ? 0 : -1;
+}
+
 static int pv_start_python(char *err, size_t errlen)
 {
 	int ret = 0;
@@ -80,7 +101,10 @@ static int pv_start_python(char *err, size_t errlen)
 	}
 	if (!Py_IsInitialized()) {
 		/* A C host: our interpreter, isolated from the host's
-		 * PYTHONHOME/PYTHONPATH, without signal handlers. */
+		 * PYTHONHOME/PYTHONPATH, without signal handlers.  No site.py:
+		 * the build's site directories are the path (site's .pth
+		 * walk, an editable install's finder among them, was a
+		 * seventh of the open). */
 		PyConfig config;
 		PyStatus st;
 
@@ -88,6 +112,7 @@ static int pv_start_python(char *err, size_t errlen)
 		config.use_environment = 0;
 		config.install_signal_handlers = 0;
 		config.parse_argv = 0;
+		config.site_import = 0;
 		st = PyConfig_SetBytesString(&config, &config.home, PVPLUG_PYTHON_HOME);
 		if (!PyStatus_Exception(st))
 			st = PyConfig_SetBytesString(&config, &config.program_name,
@@ -102,8 +127,16 @@ static int pv_start_python(char *err, size_t errlen)
 			ret = -ENOENT;
 			goto out;
 		}
+		ret = pv_extend_path(PVPLUG_PYTHON_PATH);
+		if (ret)
+			PyErr_Clear();
 		/* cffi's callbacks take the GIL with PyGILState_Ensure. */
 		PyEval_SaveThread();
+		if (ret) {
+			snprintf(err, errlen, "cannot set Python's module path");
+			ret = -ENOMEM;
+			goto out;
+		}
 	}
 	/* Runs the embedding init code (imports alsa_pvplug.glue.embed).  If
 	 * it fails every extern "Python" call would return 0 ("success",

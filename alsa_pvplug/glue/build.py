@@ -2,13 +2,14 @@
 
 The plugin is built for the interpreter that runs this code and remembers
 where it lives: the shim starts that interpreter (its home, isolated from the
-host's environment) and the init code adds this installation's site
-directories, so a C host such as ``aplay`` finds Python and our package
-whatever its environment says.
+host's environment, without site.py) with this installation's site
+directories as its path, so a C host such as ``aplay`` finds Python and our
+package whatever its environment says.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import site
 import sys
@@ -24,11 +25,13 @@ def _py_cdef() -> str:
     text = (CSRC / "pvplug_py.h").read_text()
     return text[text.index("*/") + 2:].replace("PVPLUG_PY", 'extern "Python"')
 
+# A C host's interpreter starts with these directories as its path (C sets
+# them); a Python host (pyalsaaudio) has its own path, to which they are added.
 INIT_CODE = """
-import site, sys
+import sys
 for _d in {site_dirs!r}:
     if _d not in sys.path:
-        site.addsitedir(_d)
+        sys.path.append(_d)
 from _pvplug_plugin import ffi, lib
 from alsa_pvplug.glue import embed
 embed.register(ffi, lib)
@@ -42,11 +45,15 @@ def _hw_struct() -> str:
 
 
 def site_dirs() -> list[str]:
-    """Where this installation finds our package and its dependencies."""
+    """Where this installation finds our package and its dependencies (the
+    plugin's interpreter runs no site.py: no user site, no .pth files)."""
+    import _cffi_backend
+
     dirs = [p for p in site.getsitepackages() if Path(p).is_dir()]
-    pkg_parent = str(Path(__file__).resolve().parents[2])
-    if pkg_parent not in dirs:
-        dirs.append(pkg_parent)  # a source checkout
+    for extra in (Path(__file__).resolve().parents[2],  # a source checkout, or --user
+                  Path(_cffi_backend.__file__).resolve().parent):
+        if str(extra) not in dirs:
+            dirs.append(str(extra))
     return dirs
 
 
@@ -60,8 +67,9 @@ def build_plugin(out_dir: str | Path, *, extra_site_dirs: list[str] | None = Non
     """Compile the plugin into ``out_dir``; returns its path.
 
     ``python_exe`` is the program name the embedded interpreter starts as
-    (default: this one).  Its own site-packages (a venv's, via pyvenv.cfg)
-    always apply, on top of ``site_dirs_override`` or ``site_dirs()``."""
+    (default: this one).  In a C host the interpreter's path is its standard
+    library and ``site_dirs_override`` or ``site_dirs()``, nothing else (no
+    site.py)."""
     from cffi import FFI
 
     if not (CSRC / "pcm_pvplug.c").is_file():
@@ -73,6 +81,9 @@ def build_plugin(out_dir: str | Path, *, extra_site_dirs: list[str] | None = Non
         raise RuntimeError(f"{sys.executable} has no shared libpython; the plugin embeds it")
     dirs = site_dirs_override if site_dirs_override is not None else \
         site_dirs() + list(extra_site_dirs or [])
+    if any(os.pathsep in d for d in dirs):
+        raise ValueError(f"a site directory holds {os.pathsep!r}, which cannot be in a "
+                         f"module search path: {dirs}")
     ffi = FFI()
     ffi.cdef(_hw_struct() + _py_cdef())
     ffi.embedding_api("")
@@ -87,6 +98,7 @@ def build_plugin(out_dir: str | Path, *, extra_site_dirs: list[str] | None = Non
             ("PVPLUG_LIBPYTHON", _c_string(soname)),
             ("PVPLUG_PYTHON_HOME", _c_string(sys.base_prefix)),
             ("PVPLUG_PYTHON_EXE", _c_string(python_exe or sys.executable)),
+            ("PVPLUG_PYTHON_PATH", _c_string(os.pathsep.join(dirs))),
         ],
         extra_compile_args=["-Wall", "-Wno-unused-function", "-Wno-unused-parameter"],
         # nodelete: alsa-lib dlcloses plugin modules, Python cannot be unloaded.

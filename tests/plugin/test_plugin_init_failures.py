@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import _cffi_backend
 import pytest
 
 from alsa_pvplug.backend.wavfile import read_wav
@@ -89,8 +90,10 @@ def conf_env(tmp_path: Path, lib: Path, options: dict[str, object]) -> dict[str,
 @pytest.fixture(scope="module")
 def broken_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A plugin whose embedded init code cannot ``import alsa_pvplug``: built
-    for the base interpreter (where the package is not installed) with a site
-    path that does not exist, so cffi_start_python() fails."""
+    for the base interpreter (where the package is not installed) with cffi's
+    directory as the only site path (the package is there only through an
+    editable install's .pth, which the plugin does not run), so
+    cffi_start_python() fails."""
     base_python = Path(sys.base_prefix) / "bin" / "python{}.{}".format(*sys.version_info)
     if not base_python.exists():
         pytest.skip(f"no base interpreter at {base_python}")
@@ -98,9 +101,10 @@ def broken_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            capture_output=True, timeout=30, cwd="/")
     if probe.returncode == 0:
         pytest.skip(f"{base_python} has alsa_pvplug installed")
-    # Built for the venv's python, site.py would find the venv (pyvenv.cfg)
-    # whatever the site dirs say; for the base interpreter only ours count.
-    return build_plugin(tmp_path_factory.mktemp("broken"), site_dirs_override=["/nonexistent"],
+    cffi_dir = Path(_cffi_backend.__file__).parent
+    if (cffi_dir / "alsa_pvplug").exists():
+        pytest.skip(f"alsa_pvplug is installed in {cffi_dir} itself (not editable)")
+    return build_plugin(tmp_path_factory.mktemp("broken"), site_dirs_override=[str(cffi_dir)],
                         python_exe=str(base_python))
 
 
