@@ -11,36 +11,35 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import DeviceBusy, PvSndError
 from .frontend import Card
+from .log import get_logger
 from .transport import open_transport
 from .transport.base import Transport
 
 if TYPE_CHECKING:  # the glue's options; this module only reads their fields
     from .glue.options import PluginOptions
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 _pool_lock = threading.Lock()
 _entries: dict[tuple[object, ...], _Entry] = {}
 
 
-@dataclass
 class _Entry:
-    key: tuple[object, ...]
-    card: Card
-    transport: Transport
-    lock_fd: int
-    lock: threading.RLock = field(default_factory=threading.RLock)  # serialises callbacks
-    streams: set[tuple[int, int]] = field(default_factory=set)
+    def __init__(self, key: tuple[object, ...], card: Card, transport: Transport,
+                 lock_fd: int) -> None:
+        self.key = key
+        self.card = card
+        self.transport = transport
+        self.lock_fd = lock_fd
+        self.lock = threading.RLock()  # serialises callbacks
+        self.streams: set[tuple[int, int]] = set()
 
 
 class CardLease:
@@ -83,17 +82,17 @@ def _close_quietly(transport: Transport) -> None:
         logger.warning("closing transport: %s", exc)
 
 
-def lock_path(opts: PluginOptions) -> Path:
+def lock_path(opts: PluginOptions) -> str:
     if opts.transport == "sim":
         assert opts.sim_dir is not None
-        return Path(opts.sim_dir) / f"dom{opts.domid}" / f"vsnd{opts.card}.lock"
+        return os.path.join(opts.sim_dir, f"dom{opts.domid}", f"vsnd{opts.card}.lock")
     # /run/lock is the FHS place; a minimal guest may lack it (every process
     # on the machine falls back the same way, so they still agree).
-    base = Path("/run/lock") if Path("/run/lock").is_dir() else Path("/tmp")
-    return base / f"pvplug-vsnd{opts.card}.lock"
+    base = "/run/lock" if os.path.isdir("/run/lock") else "/tmp"
+    return os.path.join(base, f"pvplug-vsnd{opts.card}.lock")
 
 
-def _claim(path: Path, card: int) -> int:
+def _claim(path: str, card: int) -> int:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as exc:
@@ -156,10 +155,10 @@ def acquire(opts: PluginOptions, stream: tuple[int, int] | None = None,
 def _connect(key: tuple[object, ...], opts: PluginOptions,
              transport_factory: TransportFactory) -> _Entry:
     if opts.transport == "sim":
-        path = lock_path(opts)
-        if not path.parent.is_dir():
+        domain_dir = os.path.dirname(lock_path(opts))
+        if not os.path.isdir(domain_dir):
             raise PvSndError(f"no simulated hypervisor at {opts.sim_dir} for domain "
-                             f"{opts.domid} ({path.parent} missing; is `pvplug sim` running?)",
+                             f"{opts.domid} ({domain_dir} missing; is `pvplug sim` running?)",
                              code=errno.ENOENT)
     lock_fd = _claim(lock_path(opts), opts.card)
     transport = None

@@ -23,13 +23,11 @@ import collections
 import contextlib
 import errno
 import functools
-import logging
 import math
 import select
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import (
     BackendError,
@@ -42,8 +40,9 @@ from .errors import (
     RemoteProtocolError,
     Xrun,
 )
+from .log import get_logger
 from .protocol import sndif
-from .protocol.config import CardConfig, StreamConfig, parse_card_config
+from .protocol.config import CardConfig, StreamConfig, is_card_branch, parse_card_config
 from .protocol.giveup import GiveUp
 from .protocol.pcm import check_report
 from .protocol.ring import EventRingFront, FrontRing, wrap_pieces
@@ -59,7 +58,7 @@ from .protocol.xenbus import (
 from .protocol.xsnum import DOMID_MAX, parse_uint
 from .transport.base import EventChannel, GrantSharer, SharedPages, Transport
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 DEFAULT_TIMEOUT = 3.0
 SHORT_TIMEOUT = 0.5  # per request after one went unanswered
@@ -87,7 +86,7 @@ class Card:
                 f"{self.fe_dir}/backend or backend-id missing", key=f"{self.fe_dir}/backend")
         self.be_dir: str = be_dir
         self.be_domid: int = parse_uint(raw_id, 0, DOMID_MAX, f"{self.fe_dir}/backend-id")
-        self.config: CardConfig = parse_card_config(self.xs.read_tree(self.fe_dir))
+        self.config: CardConfig = parse_card_config(self.xs.read_tree(self.fe_dir, is_card_branch))
         self.streams: dict[tuple[int, int], Stream] = {
             (sc.pcm_index, sc.stream_index): Stream(self, sc) for sc in self.config.streams}
         self.evtchn: EventChannel | None = None
@@ -388,8 +387,7 @@ class Card:
             self.process(min(deadline - now, 0.5))
 
 
-@dataclass(frozen=True)
-class StreamRanges:
+class StreamRanges(NamedTuple):
     """What a stream accepts (``Stream.offered``)."""
 
     formats: list[PcmFormat]

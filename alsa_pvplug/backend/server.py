@@ -40,7 +40,7 @@ from typing import Any
 
 from ..errors import ConfigError, PvSndError, RemoteProtocolError, XenError
 from ..protocol import sndif
-from ..protocol.config import CardConfig, StreamConfig, parse_card_config
+from ..protocol.config import CardConfig, StreamConfig, is_card_branch, parse_card_config
 from ..protocol.ring import BackRing, EventRingBack, wrap_pieces
 from ..protocol.sndif import (
     CloseReq,
@@ -846,7 +846,7 @@ class VsndDevice:
         hand them to the audio loop."""
         xs = self.backend.xs
         try:
-            tree = xs.read_tree(self.fe_dir)
+            tree = xs.read_tree(self.fe_dir, is_card_branch)
             self.config = parse_card_config(tree)
             for sc in self.config.streams:
                 keys = {k: parse_uint(tree.get(f"{sc.path}/{k}"), 0, U32_MAX,

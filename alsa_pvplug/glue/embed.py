@@ -10,35 +10,21 @@ from __future__ import annotations
 
 import errno
 import itertools
-import logging
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import PvSndError, to_errno
+from ..log import PACKAGE, get_logger, use_stderr
 from . import alsa
 from .options import parse_plugin_options
 from .pcm import PvPcm
 
-logger = logging.getLogger("alsa_pvplug")
+logger = get_logger(PACKAGE)
 
 _instances: dict[int, PvPcm] = {}
 _ids = itertools.count(1)
 _ids_lock = threading.Lock()
-_handler: logging.Handler | None = None
-
-
-def setup_logging(level: str) -> None:
-    """Our messages go to stderr, prefixed, at ``level`` (the host's own
-    logging config, if any, is left alone)."""
-    global _handler
-    if _handler is None:
-        _handler = logging.StreamHandler(sys.stderr)
-        _handler.setFormatter(logging.Formatter("pvplug: %(levelname)s: %(message)s"))
-        logger.addHandler(_handler)
-        logger.propagate = False
-    logger.setLevel(level.upper())
 
 
 def _get(pcm_id: int) -> PvPcm:
@@ -69,7 +55,7 @@ def _guard(fn: Callable[..., Any], quiet: tuple[int, ...] = (errno.EPIPE, errno.
 
 def open_pcm(keys: list[str], values: list[str], stream: int, mode: int) -> tuple[int, PvPcm]:
     opts = parse_plugin_options(list(zip(keys, values)))
-    setup_logging(opts.log_level)
+    use_stderr(opts.log_level)
     pcm = PvPcm(opts, capture=stream == alsa.STREAM_CAPTURE, nonblock=bool(mode & alsa.NONBLOCK))
     with _ids_lock:
         pcm_id = next(_ids)

@@ -4,7 +4,7 @@ say (asoundrc.example), validated as ALSA hands them over."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import ConfigError
 from ..protocol.xsnum import DOMID_MAX, parse_uint
@@ -23,8 +23,7 @@ def _parse_uint(key: str, raw: str, lo: int, hi: int) -> int:
 LOG_LEVELS = ("error", "warning", "info", "debug")
 
 
-@dataclass(frozen=True)
-class PluginOptions:
+class PluginOptions(NamedTuple):
     """What a ``pcm.NAME { type pvplug ... }`` block may say (asoundrc.example)."""
 
     card: int = 0                  # vsnd device index (device/vsnd/<card>)

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import cardpool
 from .._native import ffi as native_ffi
@@ -32,6 +30,7 @@ from ..errors import (
     PvSndError,
     Xrun,
 )
+from ..log import get_logger
 from ..protocol.pcm import MIN_WAKE, PcmModel, PcmState
 from ..protocol.sndif import (
     PcmFormat,
@@ -42,7 +41,7 @@ from ..protocol.stream import StreamState
 from . import alsa
 from .options import PluginOptions
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: PERIODS_MAX keeps speaker-test's "largest buffer" sane together with the
 #: card's buffer size
@@ -65,8 +64,7 @@ def by_timer_now(armed: float, now: float) -> bool:
     return 0.0 < armed <= now + REARM_TOLERANCE
 
 
-@dataclass
-class HwConstraints:
+class HwConstraints(NamedTuple):
     """What ``snd_pcm_ioplug_set_param_*`` gets (bytes, like ioplug)."""
 
     formats: list[int]        # ALSA format values
@@ -77,8 +75,7 @@ class HwConstraints:
     periods: tuple[int, int]
 
 
-@dataclass
-class Geometry:
+class Geometry(NamedTuple):
     fmt: PcmFormat
     channels: int
     rate: int

@@ -23,7 +23,7 @@ truncated.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import ConfigError
 from . import sndif as S
@@ -72,8 +72,7 @@ _U8_MAX = 0xFF
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StreamConfig:
+class StreamConfig(NamedTuple):
     """Effective hardware description of one stream (``<pcm>/<stream>``).
 
     ``rates`` lists the discrete rates (ascending); ``rate_min``/``rate_max``
@@ -107,8 +106,7 @@ class StreamConfig:
         return f"{self.pcm_index}/{self.stream_index}"
 
 
-@dataclass(frozen=True)
-class CardConfig:
+class CardConfig(NamedTuple):
     """The whole vsnd card: names plus every stream, in (pcm, stream) order."""
 
     short_name: str
@@ -132,8 +130,7 @@ class CardConfig:
             key=f"{pcm_index}/{stream_index}", value=None)
 
 
-@dataclass(frozen=True)
-class _Constraint:
+class _Constraint(NamedTuple):
     """What one level and everything above it pinned down; None = unset."""
 
     formats: frozenset[PcmFormat] | None = None
@@ -276,6 +273,12 @@ def _make_stream(tree: Mapping[str, str], p: int, s: int, pcm_name: str,
         period_bytes_min=PERIOD_BYTES_MIN, period_bytes_max=buffer,
         periods_min=PERIODS_MIN, periods_max=buffer // PERIOD_BYTES_MIN,
     )
+
+
+def is_card_branch(name: str) -> bool:
+    """Whether a node of a vsnd device's tree may have children: in sndif's
+    layout only the pcm and stream indexes do, every property is a leaf."""
+    return is_decimal(name)
 
 
 def parse_card_config(tree: Mapping[str, str]) -> CardConfig:

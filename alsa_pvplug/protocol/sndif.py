@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from ..errors import ConfigError, LocalProtocolError, RemoteProtocolError
 
@@ -298,8 +298,7 @@ def _maybe(enum: type[IntEnum], value: int) -> int:
         return value
 
 
-@dataclass(frozen=True)
-class HwParams:
+class HwParams(NamedTuple):
     """``struct xensnd_query_hw_param``; each range is ``(min, max)``.
 
     ``buffer`` and ``period`` are in FRAMES (unlike OPEN's octets).
@@ -326,8 +325,7 @@ class HwParams:
         return cls(f, (r0, r1), (c0, c1), (b0, b1), (p0, p1))
 
 
-@dataclass(frozen=True)
-class OpenReq:
+class OpenReq(NamedTuple):
     """``struct xensnd_open_req``; ``buffer_sz`` and ``period_sz`` in octets."""
 
     id: int
@@ -338,20 +336,22 @@ class OpenReq:
     gref_directory: int
     period_sz: int
 
-    operation = Op.OPEN
+    @property
+    def operation(self) -> Op:
+        return Op.OPEN
 
 
-@dataclass(frozen=True)
-class CloseReq:
+class CloseReq(NamedTuple):
     """XENSND_OP_CLOSE (no payload)."""
 
     id: int
 
-    operation = Op.CLOSE
+    @property
+    def operation(self) -> Op:
+        return Op.CLOSE
 
 
-@dataclass(frozen=True)
-class RwReq:
+class RwReq(NamedTuple):
     """``struct xensnd_rw_req``: READ, WRITE and the volume/mute ops sharing its layout."""
 
     id: int
@@ -360,28 +360,29 @@ class RwReq:
     length: int
 
 
-@dataclass(frozen=True)
-class TriggerReq:
+class TriggerReq(NamedTuple):
     """``struct xensnd_trigger_req``; ``type`` is a :class:`Trigger` value."""
 
     id: int
     type: int
 
-    operation = Op.TRIGGER
+    @property
+    def operation(self) -> Op:
+        return Op.TRIGGER
 
 
-@dataclass(frozen=True)
-class HwParamQuery:
+class HwParamQuery(NamedTuple):
     """XENSND_OP_HW_PARAM_QUERY with the requested ranges."""
 
     id: int
     params: HwParams
 
-    operation = Op.HW_PARAM_QUERY
+    @property
+    def operation(self) -> Op:
+        return Op.HW_PARAM_QUERY
 
 
-@dataclass(frozen=True)
-class UnknownReq:
+class UnknownReq(NamedTuple):
     """A decoded request whose operation we do not know (answer it with an error)."""
 
     id: int
@@ -391,8 +392,7 @@ class UnknownReq:
 Request = OpenReq | CloseReq | RwReq | TriggerReq | HwParamQuery | UnknownReq
 
 
-@dataclass(frozen=True)
-class Resp:
+class Resp(NamedTuple):
     """``struct xensnd_resp``; ``status`` is 0 or a negative errno.
 
     ``hw_param`` is only meaningful (and only decoded) for HW_PARAM_QUERY.
@@ -404,14 +404,15 @@ class Resp:
     hw_param: HwParams | None = None
 
 
-@dataclass(frozen=True)
-class CurPosEvt:
+class CurPosEvt(NamedTuple):
     """``struct xensnd_cur_pos_evt``: stream position in octets (uint64)."""
 
     id: int
     position: int
 
-    type = EvtType.CUR_POS
+    @property
+    def type(self) -> EvtType:
+        return EvtType.CUR_POS
 
 
 def encode_request(req: Request) -> bytes:

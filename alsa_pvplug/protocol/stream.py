@@ -18,7 +18,7 @@ state unchanged.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import BackendError, LocalProtocolError, RemoteProtocolError
 from .sndif import (
@@ -71,8 +71,7 @@ def allowed(state: StreamState, what: object) -> bool:
     return (state, _label(what)) in _TRANSITIONS
 
 
-@dataclass
-class _InFlight:
+class _InFlight(NamedTuple):
     id: int
     operation: Op
     what: object  # Op, or the Trigger for TRIGGER

@@ -189,8 +189,12 @@ class XenStore(abc.ABC):
                 return result
         raise XenError("xs_transaction_end", errno.EAGAIN, f"gave up after {attempts} attempts")
 
-    def read_tree(self, base: str) -> dict[str, str]:
-        """Every node below ``base`` as {path relative to base: value}."""
+    def read_tree(self, base: str, branch: Callable[[str], bool] | None = None
+                  ) -> dict[str, str]:
+        """Every node below ``base`` as {path relative to base: value}.
+
+        ``branch(name)`` says whether a node may have children; the others
+        are not listed (a round trip each, to a xenstored that may be busy)."""
         tree: dict[str, str] = {}
 
         def walk(rel: str) -> None:
@@ -199,7 +203,8 @@ class XenStore(abc.ABC):
                 value = self.read(f"{base}/{sub}")
                 if value is not None:
                     tree[sub] = value
-                walk(sub)
+                if branch is None or branch(child):
+                    walk(sub)
 
         walk("")
         return tree

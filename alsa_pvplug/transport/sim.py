@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import mmap
 import os
-import pathlib
 import select
 import socket
 import threading
@@ -33,10 +31,11 @@ from typing import Any
 
 from .._native import ffi, lib
 from ..errors import XenError
+from ..log import get_logger
 from ..protocol.ring import IndexOps
 from .base import PAGE_SIZE, EventChannel, GrantMapper, GrantSharer, SharedPages, Transport
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Seconds any request may wait for the simulator's reply.
 TIMEOUT = 5.0
@@ -52,9 +51,9 @@ _SYNC = lib.PVPLUG_EVTCHN_SYNC
 _CHANNEL_FDS = 5
 
 
-def hypervisor_socket(sim_dir: str | os.PathLike[str], domid: int) -> pathlib.Path:
+def hypervisor_socket(sim_dir: str | os.PathLike[str], domid: int) -> str:
     """Path of domain ``domid``'s hypervisor socket under ``sim_dir``."""
-    return pathlib.Path(sim_dir) / f"dom{domid}" / "hypervisor"
+    return os.path.join(sim_dir, f"dom{domid}", "hypervisor")
 
 
 def _close_fds(fds: Sequence[int]) -> None:
@@ -673,10 +672,10 @@ class SimTransport(Transport):
         # Imported here so the grant/evtchn classes work without the xenstore client.
         from .xenstore import LibXenStore
 
-        self.sim_dir = pathlib.Path(sim_dir)
+        self.sim_dir = os.fspath(sim_dir)
         self.domid = domid
-        self.hypervisor_path = hypervisor_socket(self.sim_dir, domid)
-        self.xenstore = LibXenStore.open(str(self.sim_dir / f"dom{domid}" / "xenstored"))
+        self.hypervisor_path = hypervisor_socket(sim_dir, domid)
+        self.xenstore = LibXenStore.open(os.path.join(sim_dir, f"dom{domid}", "xenstored"))
 
     def open_grant_sharer(self) -> SimGrantSharer:
         return SimGrantSharer(self.hypervisor_path)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import logging
 import mmap
 import os
 import select
@@ -26,10 +25,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import XenError
+from ..log import get_logger
 from ..protocol.ring import IndexOps
 from .base import PAGE_SIZE, EventChannel, GrantMapper, GrantSharer, SharedPages, Transport
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Devices a guest frontend needs (Linux xen-gntalloc, xen-evtchn).
 GNTALLOC_DEVICE = "/dev/xen/gntalloc"

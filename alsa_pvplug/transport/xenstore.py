@@ -20,16 +20,16 @@ handle (the thread is gone), it should open its own.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 from ..errors import XenError
+from ..log import get_logger
 from .base import XenStore
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 _LETTER_TO_BITS = {"n": 0, "r": 1, "w": 2, "b": 3}  # XS_PERM_READ = 1, XS_PERM_WRITE = 2
 _BITS_TO_LETTER = {bits: letter for letter, bits in _LETTER_TO_BITS.items()}

@@ -234,7 +234,7 @@ def closing() -> Iterator[Callable[[Any], Any]]:
 
 
 def _path(sim_dir: pathlib.Path, domid: int) -> pathlib.Path:
-    return hypervisor_socket(sim_dir, domid)
+    return pathlib.Path(hypervisor_socket(sim_dir, domid))
 
 
 def _until(check: Callable[[], bool], timeout: float = DEADLINE) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import pytest
 
 from alsa_pvplug.errors import BackendTimeout
 from alsa_pvplug.frontend import Card
 from alsa_pvplug.protocol import sndif
+from alsa_pvplug.protocol.config import is_card_branch
 from alsa_pvplug.protocol.sndif import PcmFormat
 from alsa_pvplug.sim.toolstack import create_domain, create_vsnd
 from alsa_pvplug.transport.memory import MemoryTransport
@@ -81,11 +83,11 @@ def test_a_slow_handshake_does_not_stall_a_playing_guest(hv, backend, card, reco
     entered, release = threading.Event(), threading.Event()
     read_tree = xs.read_tree
 
-    def slow_read_tree(base: str) -> dict[str, str]:
+    def slow_read_tree(base: str, *args: Any) -> dict[str, str]:
         if base.startswith("/local/domain/2/"):
             entered.set()
             release.wait(5)
-        return read_tree(base)
+        return read_tree(base, *args)
 
     monkeypatch.setattr(xs, "read_tree", slow_read_tree)
     t2 = MemoryTransport(hv, 2)
@@ -147,3 +149,25 @@ def test_garbage_in_our_own_state_node_is_reset(hv, backend, card, garbage):
     hv.write(f"{FE_DIR}/state", garbage)
     c = card()
     assert c.connected and hv.read(f"{FE_DIR}/state") == "4"
+
+
+def test_the_card_tree_is_read_without_listing_properties(hv):
+    # Only the pcm and stream indexes are directories in sndif's layout: a
+    # property is read, not listed (a xenstored round trip each).
+    xs = MemoryTransport(hv, 1).xenstore
+    fe = FE_DIR
+    xs.write(f"{fe}/short-name/stray", "x")  # a child no reader of the layout looks at
+    listed: list[str] = []
+    directory = xs.directory
+
+    def counting_directory(path: str) -> list[str] | None:
+        listed.append(path[len(fe):] or "/")
+        return directory(path)
+
+    xs.directory = counting_directory  # type: ignore[method-assign]
+    tree = xs.read_tree(fe, is_card_branch)
+    assert "short-name/stray" not in tree and "0/0/type" in tree
+    assert sorted(listed) == ["/", "/0", "/0/0", "/0/1"]
+    full = xs.read_tree(fe)
+    assert full["short-name/stray"] == "x"
+    assert {k: v for k, v in full.items() if k != "short-name/stray"} == tree
