@@ -18,18 +18,27 @@ Rows of int64, ``COLUMNS``:
 * ``played``: frames the backend's clock has played (captured) by ``t``,
   for playback never past ``written``: what a card's DAC has consumed;
 * ``done``: frames played (recorded) so far in whole steps (the reports);
-* ``fifo``: LOOP rows: frames waiting in the card's loopback FIFO.
+* ``fifo``: LOOP rows: frames waiting in the card's loopback FIFO;
+* ``announced``: playback: ``written`` plus the WRITEs waiting in the
+  stream's ring (sent by the guest, not taken yet: a paced backend with two
+  cadences queued takes them at its next cadence, docs/design.md section 6).
+  A thread looks at every ring each 0.5 ms and adds an ANNOUNCE row when the
+  guest's ``req_prod`` moved.
 
-The real playback queue at ``t`` is ``written - played``.
+The backend's queue at ``t`` is ``written - played`` (what it has taken);
+everything the guest has handed it, ``announced - played``.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
+import weakref
 
-COLUMNS = ("t_ns", "kind", "seg", "capture", "written", "played", "done", "fifo")
-OPEN, WRITE, EVENT, DRY, LOOP = range(5)
+COLUMNS = ("t_ns", "kind", "seg", "capture", "written", "played", "done", "fifo", "announced")
+OPEN, WRITE, EVENT, DRY, LOOP, ANNOUNCE = range(6)
+PEEK_SECONDS = 0.0005
 
 
 def main() -> int:
@@ -38,31 +47,73 @@ def main() -> int:
 
     from alsa_pvplug import cli
     from alsa_pvplug.backend import io, server
+    from alsa_pvplug.protocol import ring as R
+    from alsa_pvplug.protocol import sndif
 
     log: list[tuple[int, ...]] = []
     segs: dict[int, int] = {}
     S = server.BackendStream
+    streams: weakref.WeakSet[server.BackendStream] = weakref.WeakSet()
 
-    def row(self: server.BackendStream, kind: int, fifo: int = 0) -> None:
+    def handed(self: server.BackendStream) -> tuple[int, int]:
+        """(the guest's req_prod, the end of its WRITEs in octets: those
+        handled, then the ones taken but not handled and those still in the
+        ring, each placed as the backend will place it)."""
+        ring = self.ring
+        end = self.written
+        if ring is None or not self.buffer_sz:
+            return -1, end
+        cons = ring.req_cons
+        prod = ring._ops.load(R.REQ_PROD_OFF)
+        reqs = list(self.pending)  # the first may be the one being handled
+        for i in range(min((prod - cons) & 0xFFFFFFFF, R.RING_SIZE)):
+            off = R.RING_HEADER + ((cons + i) % R.RING_SIZE) * R.SLOT_SIZE
+            try:
+                reqs.append(sndif.decode_request(bytes(ring._mv[off:off + R.SLOT_SIZE])))
+            except Exception:  # noqa: BLE001 - a slot being written: the next look
+                break
+        for req in reqs:
+            if isinstance(req, sndif.RwReq) and req.operation == sndif.Op.WRITE:
+                pos = end - (end - req.offset) % self.buffer_sz  # _abs_write_pos
+                end = max(end, pos + req.length)
+        return prod, end
+
+    def row(self: server.BackendStream, kind: int, fifo: int = 0) -> int:
         t = time.monotonic_ns()
         info = self.info
         if info is None:
-            return
+            return -1
         fb = info.frame_bytes
         if self.cfg.is_capture:
-            written = self.read_pos
+            written = given = self.read_pos
             played = self.done
+            prod = -1
         else:
             written = self.written
             played = min(self._target(t / 1e9), written) if self.running else self.done
+            prod, given = handed(self)
         log.append((t, kind, segs.get(id(self), 0), int(self.cfg.is_capture), written // fb,
-                    played // fb, self.done // fb, fifo))
+                    played // fb, self.done // fb, fifo, given // fb))
+        return prod
+
+    def peek() -> None:
+        seen: dict[int, int] = {}
+        while True:
+            time.sleep(PEEK_SECONDS)
+            for st in list(streams):
+                if st.running and st.ring is not None and st.device is None \
+                        and not st.cfg.is_capture:  # (a device is not for this thread)
+                    if seen.get(id(st)) != st.ring._ops.load(R.REQ_PROD_OFF):
+                        seen[id(st)] = row(st, ANNOUNCE)
+
+    threading.Thread(target=peek, name="queue-tap-peek", daemon=True).start()
 
     orig_open, orig_write, orig_event, orig_step = S._open, S._write, S._event, S.step
 
     def _open(self: server.BackendStream, *args: object) -> None:
         orig_open(self, *args)
         segs[id(self)] = segs.get(id(self), 0) + 1
+        streams.add(self)
         row(self, OPEN)
 
     def _write(self: server.BackendStream, *args: object) -> None:
@@ -85,7 +136,7 @@ def main() -> int:
 
     def read(self: io._LoopEnd, nbytes: int) -> bytes:
         fb = self.info.frame_bytes
-        log.append((time.monotonic_ns(), LOOP, 0, 1, 0, 0, 0, len(self.fifo.data) // fb))
+        log.append((time.monotonic_ns(), LOOP, 0, 1, 0, 0, 0, len(self.fifo.data) // fb, 0))
         return orig_read(self, nbytes)
 
     io._LoopEnd.read = read  # type: ignore[method-assign]
@@ -102,6 +153,7 @@ def load(path: str) -> object:
     import numpy as np
 
     raw = np.load(path)
+    raw = raw[np.argsort(raw[:, 0], kind="stable")]  # two threads append
     return np.rec.fromarrays(raw.T, names=",".join(COLUMNS))
 
 
@@ -118,8 +170,9 @@ def playback(log: object, t0_ns: int = 0, t1_ns: int = 2**62) -> object:
     return rows[rows.seg == segs[np.argmax(counts)]]
 
 
-def queue_frames(rows: object, t_ns: object, rate: float) -> object:
-    """The real playback queue (written - played) at the instants ``t_ns``,
+def queue_frames(rows: object, t_ns: object, rate: float, column: str = "written") -> object:
+    """The playback queue (``column`` - played: ``written``, what the backend
+    took; ``announced``, what the guest handed it) at the instants ``t_ns``,
     from the last row before each: the DAC goes on at ``rate`` until the data
     ends.  NaN before the first row."""
     import numpy as np
@@ -129,7 +182,8 @@ def queue_frames(rows: object, t_ns: object, rate: float) -> object:
     ok = k >= 0
     k = np.clip(k, 0, None)
     played = rows.played[k] + (t_ns - rows.t_ns[k]) / 1e9 * rate
-    q = rows.written[k] - np.minimum(played, rows.written[k])
+    have = rows[column][k]
+    q = have - np.minimum(played, have)
     return np.where(ok, q, np.nan)
 
 
