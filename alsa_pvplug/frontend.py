@@ -64,6 +64,11 @@ DEFAULT_TIMEOUT = 3.0
 SHORT_TIMEOUT = 0.5  # per request after one went unanswered
 #: what the backend should still hold when the next WRITE reaches it (s)
 FLUSH_MARGIN = 0.002
+#: a WRITE that falls due while the host sleeps waits this long past its
+#: deadline for the host's next write (s): the timer wakes the host for the
+#: deadline, and what it writes then goes with the rest in one WRITE
+#: (``note_ready``), instead of waiting for the next deadline
+WRITE_GRACE = 0.001
 _BE_STATE_TOKEN = "pvplug-be-state"
 
 
@@ -498,6 +503,8 @@ class Stream:
         self.overruns = 0       # capture: READs refused because the data was overwritten
         self._dirty_from: int | None = None
         self._last_submit = -math.inf
+        self.ready_at = -math.inf    # when the host was last told it may write
+        self.last_write = -math.inf  # when it last wrote
         self._started_at: float | None = None  # when TRIGGER START was answered
         self._ran = False       # started since OPEN: reopen before the next start
         self.pos_seen_at = None
@@ -600,7 +607,7 @@ class Stream:
             if self.capture:
                 self._read_ahead(now)
             elif self._dirty_from is not None and not self.proto.control_in_flight:
-                self._maybe_flush(now)
+                self._maybe_flush(now, WRITE_GRACE)
         if self.capture:
             self.giveup.progress(moved=self.confirmed, consumed=self.appl)
         else:
@@ -1017,11 +1024,13 @@ class Stream:
         """Where data written but not yet announced by a WRITE starts."""
         return self._dirty_from
 
-    def adopt_written(self, end: int, dirty_from: int | None) -> None:
+    def adopt_written(self, end: int, dirty_from: int | None, last_write: float) -> None:
         """Frames up to ``end`` were copied into the buffer behind our back
-        (the C fast path), unannounced from ``dirty_from``: take them in."""
+        (the C fast path), unannounced from ``dirty_from``, the last at
+        ``last_write``: take them in."""
         self.appl = end
         self._dirty_from = dirty_from
+        self.last_write = max(self.last_write, last_write)
 
     def forgive_overruns(self) -> None:
         """Capture: the client rides through overruns (the kernel's
@@ -1056,13 +1065,29 @@ class Stream:
         self.appl = pos + n
         if self._dirty_from is None or pos < self._dirty_from:
             self._dirty_from = pos
-        self._maybe_flush(time.monotonic() if now is None else now)
+        now = time.monotonic() if now is None else now
+        woken, self.last_write = self.ready_at > self.last_write, now
+        if woken:
+            self._send_writes(now)
+        else:
+            self._maybe_flush(now)
 
-    def flush_due(self) -> float | None:
-        """When data written but not yet announced will be (None: nothing is)."""
+    def note_ready(self, now: float) -> None:
+        """The host was told it may write (POLLOUT): its first write after
+        this is what a wake brings (PulseAudio refills the buffer on each),
+        and goes with everything unannounced in one WRITE at once; without
+        it, what a host wrote on a wake waited up to half a period (its
+        reported latency was the backend's queue + 20 ms)."""
+        self.ready_at = now
+
+    def flush_due(self, now: float) -> float | None:
+        """When data written but not yet announced will be, if the host
+        writes nothing more (None: nothing is): WRITE_GRACE past its
+        deadline once that has come."""
         if self._dirty_from is None:
             return None
-        return self.write_due()
+        due = self.write_due()
+        return due if now < due else due + WRITE_GRACE
 
     def write_due(self) -> float:
         """The next WRITE is due half a period after the last, or sooner once
@@ -1138,13 +1163,14 @@ class Stream:
             except PvSndError as exc:
                 self._fail(exc)
 
-    def _maybe_flush(self, now: float) -> None:
+    def _maybe_flush(self, now: float, grace: float = 0.0) -> None:
         """One WRITE a period, or sooner for what has waited half a period or
-        is needed before the backend runs dry."""
+        is needed before the backend runs dry; ``grace`` past that deadline
+        when no write brought us here (WRITE_GRACE)."""
         first = self._dirty_from
         if first is None:
             return
-        if self.appl - first >= self.period_frames or now >= self.write_due():
+        if self.appl - first >= self.period_frames or now >= self.write_due() + grace:
             self._send_writes(now)
 
     def flush(self) -> None:

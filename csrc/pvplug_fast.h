@@ -57,7 +57,10 @@ struct pvplug_fast {
 	int64_t wr_end;		/* end of the data in the buffer (frames) */
 	int64_t dirty_from;	/* first frame not announced by a WRITE, or -1 */
 	int64_t flush_frames;	/* this many unannounced frames: a WRITE is due */
-	double flush_at;	/* or from this time on */
+	double flush_at;	/* or from this time on; but without a write, */
+	double write_grace;	/* after this too (frontend.py WRITE_GRACE) */
+	double ready_at;	/* POLLOUT given (Stream.note_ready): the next */
+	double wrote_at;	/* write (later than this one) is due */
 	/* WRITEs C sends (ring NULL or no ids left: Python sends them).  Only
 	 * touched under `claim`, not in the snapshot. */
 	char *ring;		/* the request ring's shared page */
@@ -438,7 +441,8 @@ static int64_t pvplug_fast_position(struct pvplug_fast *f, unsigned long appl_mo
 		pvplug_fast_events_seen(f);
 		pvplug_fast_unclaim(f);
 	}
-	if (s->dirty_from >= 0 && now >= s->flush_at && pvplug_fast_flush(f, now) < 0)
+	if (s->dirty_from >= 0 && now >= s->flush_at + s->write_grace &&
+	    pvplug_fast_flush(f, now) < 0)
 		return -1;	/* frames copied here wait for their WRITE */
 	if (s->stop_threshold < s->boundary &&
 	    pvplug_fast_avail(s, pos, *appl) >= s->stop_threshold)
@@ -480,9 +484,11 @@ static int pvplug_fast_ready(struct pvplug_fast *f, unsigned long appl_mod, doub
 	struct pvplug_fast s;
 	int64_t appl, pos = pvplug_fast_position(f, appl_mod, now, &s, &appl);
 
-	if (pos < 0)
+	if (pos < 0 || pvplug_fast_avail(&s, pos, appl) < s.avail_min)
 		return -1;
-	return pvplug_fast_avail(&s, pos, appl) >= s.avail_min ? 1 : -1;
+	if (!s.capture)
+		f->ready_at = now;
+	return 1;
 }
 
 /* After a playback transfer: arm the poll timer for when avail reaches
@@ -507,8 +513,9 @@ static void pvplug_fast_rearm(struct pvplug_fast *f, const struct pvplug_fast *s
 		target = boundary;
 	due = ((double)target - s->intercept) / s->slope;
 	due = fmin(fmax(due, now + f->wake_min), now + f->wake_max);
-	if (f->dirty_from >= 0)
-		due = fmin(due, fmax(f->flush_at, now + 0.0005));
+	if (f->dirty_from >= 0)	/* Stream.flush_due */
+		due = fmin(due, fmax(now < f->flush_at ? f->flush_at :
+				     f->flush_at + f->write_grace, now + 0.0005));
 	if (fabs(due - f->armed) > 0.0001)
 		pvplug_timer_arm(f->timer_fd, f->armed = due);
 }
@@ -532,7 +539,8 @@ static long pvplug_fast_transfer(struct pvplug_fast *f, unsigned long appl_mod,
 		goto out;
 	first = f->dirty_from < 0 ? appl : f->dirty_from;
 	end = appl + (int64_t)frames;
-	due = end - first >= f->flush_frames || now >= f->flush_at;
+	due = end - first >= f->flush_frames || now >= f->flush_at ||
+	      f->ready_at > f->wrote_at;
 	if (due && !pvplug_fast_can_send(f, first, end))
 		goto out;
 	while (done < (int64_t)frames) {
@@ -547,6 +555,7 @@ static long pvplug_fast_transfer(struct pvplug_fast *f, unsigned long appl_mod,
 	f->dirty_from = first;
 	f->wr_end = end;
 	f->appl = end;
+	f->wrote_at = now;
 	if (due)
 		pvplug_fast_send(f, first, end, now);
 	pvplug_fast_rearm(f, &s, pos, end, now);

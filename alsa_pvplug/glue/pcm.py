@@ -30,6 +30,7 @@ from ..errors import (
     PvSndError,
     Xrun,
 )
+from ..frontend import WRITE_GRACE
 from ..log import get_logger
 from ..protocol.pcm import MIN_WAKE, PcmModel, PcmState
 from ..protocol.sndif import (
@@ -330,6 +331,8 @@ class PvPcm:
                 self._rearm(now)
                 return frames
             st = self.stream
+            if self.fast.ready_at > st.ready_at:  # C said POLLOUT
+                st.note_ready(self.fast.ready_at)
             if m.appl > st.appl:
                 # snd_pcm_forward skipped frames: the backend plays silence there.
                 st.write_at(st.appl, silence(g.fmt, (m.appl - st.appl) * g.frame_bytes),
@@ -469,7 +472,8 @@ class PvPcm:
         try:
             self._outside_on = False
             if f.buf != native_ffi.NULL:
-                st.adopt_written(f.wr_end, f.dirty_from if f.dirty_from >= 0 else None)
+                st.adopt_written(f.wr_end, f.dirty_from if f.dirty_from >= 0 else None,
+                                 f.wrote_at)
             if (f.n_sent or f.n_ans) and st.ring is not None:
                 st.adopt_outside([(f.ids[i], f.sent_start[i], f.sent_end[i])
                                   for i in range(f.n_sent)], f.req_prod, f.sent_at,
@@ -515,7 +519,8 @@ class PvPcm:
             write_due = st.write_due()
             # Valid until the next look, or until unannounced frames are due
             # (unless C may send them itself).
-            f.valid_until = until if st.dirty_from is None else min(until, write_due)
+            flush_due = st.flush_due(now)
+            f.valid_until = until if flush_due is None else min(until, flush_due)
             if not self.capture and st.buffer is not None and st.appl == m.appl:
                 if self._buf_ref is None or self._buf_ref[0] is not st.buffer:
                     self._buf_ref = (st.buffer, native_ffi.from_buffer(st.buffer.buf))
@@ -525,7 +530,8 @@ class PvPcm:
                 f.dirty_from = -1 if st.dirty_from is None else st.dirty_from
                 f.flush_frames = st.period_frames
                 # C may dirty the buffer itself: it needs the deadline now.
-                f.flush_at = write_due
+                f.flush_at, f.write_grace = write_due, WRITE_GRACE
+                f.ready_at, f.wrote_at = st.ready_at, st.last_write
                 f.period, f.wake_min, f.wake_max = m.period, MIN_WAKE, m.timeout
                 if self._publish_sender():
                     f.valid_until = until
@@ -595,7 +601,10 @@ class PvPcm:
             if ready:
                 if not by_timer_now(self._armed, now):
                     self._arm(1.0)  # a past time: level-ready (an expired timer is)
-                return alsa.POLLIN if self.capture else alsa.POLLOUT
+                if self.capture:
+                    return alsa.POLLIN
+                self.stream.note_ready(now)
+                return alsa.POLLOUT
             self._rearm(now)
             return 0
 
@@ -637,7 +646,7 @@ class PvPcm:
             # Nothing to predict (the backend ran dry, or has not reported):
             # still look now and then, or a backend that died goes unnoticed.
             when = now + FULL_SYNC_INTERVAL
-        due = self.stream.flush_due()
+        due = self.stream.flush_due(now)
         if due is not None and m.running:
             when = due if when is None else min(when, max(due, now + 0.0005))
         when = 0.0 if when is None else when
