@@ -225,6 +225,21 @@ def test_a_short_queue_keeps_the_guest_notifying(backend, card, signal, wait_for
     st.close()
 
 
+def _held_write(backend, card, signal, frames: int):
+    """A stream whose first ``frames`` went at once and whose next ``frames``
+    wait for their WRITE; (stream, the two pieces still to write, when)."""
+    backend(paced=False)
+    st = card().stream(0, 0)
+    st.open(PcmFormat.S16_LE, 2, 48000, buffer_frames=4096, period_frames=1024)
+    data = signal(PcmFormat.S16_LE, 2, 4 * frames, seed=frames)
+    n = len(data) // 4
+    t = time.monotonic()
+    st.write_at(0, data[:n], now=t)  # the first: sent at once
+    st.write_at(frames, data[n:2 * n], now=t + 0.001)
+    assert st.sent == frames and st.dirty_from == frames, "held: half a period is not up"
+    return st, (data[2 * n:3 * n], data[3 * n:]), t + 0.001
+
+
 def test_a_write_due_while_the_host_sleeps_goes_with_its_next_write(backend, card, signal):
     """Frames left unannounced fall due half a period after the last WRITE;
     the timer wakes the host then.  Its callbacks wait WRITE_GRACE for the
@@ -233,24 +248,15 @@ def test_a_write_due_while_the_host_sleeps_goes_with_its_next_write(backend, car
     A host that writes nothing has it sent after the grace."""
     from alsa_pvplug.frontend import WRITE_GRACE
 
-    backend(paced=False)
-    c = card()
-    st = c.stream(0, 0)
-    st.open(PcmFormat.S16_LE, 2, 48000, buffer_frames=4096, period_frames=1024)
-    data = signal(PcmFormat.S16_LE, 2, 4 * 256, seed=7)
-    piece = len(data) // 4
-    t = time.monotonic()
-    st.write_at(0, data[:piece], now=t)  # the first: sent at once
-    st.write_at(256, data[piece:2 * piece], now=t + 0.001)
-    assert st.sent == 256 and st.dirty_from == 256
+    st, (third, fourth), t = _held_write(backend, card, signal, 256)
     due = st.write_due()
-    assert due > t + 0.001 and st.flush_due(t + 0.001) == due
+    assert due > t and st.flush_due(t) == due
     st.poll(now=due)  # the wake, before the host writes
     assert st.sent == 256, "sent before the host could write"
     assert st.flush_due(due) == due + WRITE_GRACE
-    st.write_at(512, data[2 * piece:3 * piece], now=due + WRITE_GRACE / 2)
+    st.write_at(512, third, now=due + WRITE_GRACE / 2)
     assert st.sent == 768 and st.dirty_from is None, "the wake's write did not go at once"
-    st.write_at(768, data[3 * piece:], now=due + WRITE_GRACE / 2)  # not due: waits
+    st.write_at(768, fourth, now=due + WRITE_GRACE / 2)  # not due: waits
     due = st.write_due()
     st.poll(now=due + WRITE_GRACE / 2)
     assert st.sent == 768
@@ -263,18 +269,10 @@ def test_the_first_write_after_pollout_goes_at_once(backend, card, signal):
     """A host told it may write (POLLOUT, ``note_ready``) refills on that
     wake: its first write goes with what waited, before any deadline; later
     writes coalesce again."""
-    backend(paced=False)
-    st = card().stream(0, 0)
-    st.open(PcmFormat.S16_LE, 2, 48000, buffer_frames=4096, period_frames=1024)
-    data = signal(PcmFormat.S16_LE, 2, 4 * 128, seed=3)
-    piece = len(data) // 4
-    t = time.monotonic()
-    st.write_at(0, data[:piece], now=t)  # the first: sent at once
-    st.write_at(128, data[piece:2 * piece], now=t + 0.001)
-    assert st.sent == 128, "held: half a period is not up"
-    st.note_ready(t + 0.002)
-    st.write_at(256, data[2 * piece:3 * piece], now=t + 0.0021)
+    st, (third, fourth), t = _held_write(backend, card, signal, 128)
+    st.note_ready(t + 0.001)
+    st.write_at(256, third, now=t + 0.0011)
     assert st.sent == 384 and st.dirty_from is None, "the wake's write waited"
-    st.write_at(384, data[3 * piece:], now=t + 0.0022)
+    st.write_at(384, fourth, now=t + 0.0012)
     assert st.sent == 384, "a second write after one POLLOUT went at once too"
     st.close()
