@@ -4,8 +4,9 @@ The plugin's first ``snd_pcm_open`` in a C host starts our interpreter, and
 importing logging (with the traceback, string and weakref modules it pulls
 in) was about 4 ms of that open, while a stream that plays well logs
 nothing.  So until something in the process has imported logging, a message
-below ``threshold`` is dropped here; the first message at or above it imports
-logging and applies the plugin's configuration (``use_stderr``).  From then on,
+below the plugin's level (``use_stderr``; WARNING, logging's own default, before
+it) is dropped here; the first message at or above it imports logging and
+applies the plugin's configuration.  From then on,
 or wherever logging was imported already (a Python host, the CLI, the tests),
 every call goes to the real logger, whose levels and handlers decide.
 """
@@ -20,19 +21,16 @@ LEVELS = {"debug": DEBUG, "info": INFO, "warning": WARNING, "error": ERROR,
           "critical": CRITICAL}
 PACKAGE = "alsa_pvplug"
 
-#: Below this, a message is dropped while logging is not imported: logging's
-#: own default (a logger without a level has the root's WARNING).
-threshold = WARNING
 _stderr_level: int | None = None  # use_stderr's, applied at the first real logger
 _handler: Any = None
 
 
 def _configure() -> None:
-    import logging
-
     global _handler
     if _stderr_level is None:
         return
+    import logging
+
     pkg = logging.getLogger(PACKAGE)
     if _handler is None:
         _handler = logging.StreamHandler(sys.stderr)
@@ -45,8 +43,8 @@ def _configure() -> None:
 def use_stderr(level: str) -> None:
     """Our messages go to stderr, prefixed, at ``level`` (a name of LEVELS);
     the host's own logging configuration, if any, is left alone."""
-    global threshold, _stderr_level
-    threshold = _stderr_level = LEVELS[level.lower()]
+    global _stderr_level
+    _stderr_level = LEVELS[level.lower()]
     if "logging" in sys.modules:
         _configure()
 
@@ -63,7 +61,8 @@ class LazyLogger:
     def _log(self, level: int, method: str, msg: str, args: tuple[Any, ...],
              kw: dict[str, Any]) -> None:
         if self._real is None:
-            if level < threshold and "logging" not in sys.modules:
+            # Unset, a logger has the root's level: logging's default WARNING.
+            if level < (_stderr_level or WARNING) and "logging" not in sys.modules:
                 return
             import logging
 
